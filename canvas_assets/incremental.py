@@ -1,0 +1,451 @@
+"""Apply landed Live Events: route each to a semester, then re-read the affected courses from REST.
+
+Events are signals; REST is truth. An event names a course (directly, or through its enrollment
+or user); applying a semester's pending events re-reads each affected course with its sections,
+enrollments and new users — a few calls per course however many events concern it — and upserts
+those rows with the same mapping, pandera checks and write path as a backfill, scoped to those
+courses. Everything for one semester (rows and the events' applied marks) commits in one
+transaction, so a crash leaves the events pending and nothing half-applied; applying twice
+changes nothing.
+
+Ordering: an event whose time is not newer than what the rows already hold (``source_updated_at``
+of the course row, written by a backfill or an earlier apply) is already reflected and is marked
+``stale`` without a REST call. A newer event re-reads current data, so an old event can never
+write old values and a deleted object stays deleted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from canvas_assets.canvas import CanvasNotFoundError, CanvasSession
+from canvas_assets.load import upsert_rows
+from canvas_assets.schemas import TABLE_MODELS, ValidationReport, frame, validate_semester
+from canvas_assets.semester import (
+    ENROLLMENT_STATES_FETCHED,
+    SemesterSnapshot,
+    course_rows,
+    enrollment_rows,
+    section_rows,
+    semester_key,
+    user_row,
+)
+from canvas_assets.settings import semester_matches
+
+COURSE_INCLUDES = ("term", "total_students", "teachers", "account_name", "account")
+# Above this many affected courses, one pass over the term's course list is cheaper.
+COURSE_LIST_THRESHOLD = 20
+
+
+class LiveEventsValidationError(RuntimeError):
+    def __init__(self, report: ValidationReport, semester: str) -> None:
+        super().__init__(report.message(semester).replace("backfill", "apply"))
+        self.report = report
+
+
+def _t(schema: str, table: str) -> sql.Composable:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+
+
+# -- routing (sensor side: database lookups, a few REST reads) ------------------------------
+@dataclass
+class RouteResult:
+    routed: int = 0
+    skipped: int = 0
+    out_of_target: int = 0
+    unresolved: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def _lookup(conn: psycopg.Connection, query: sql.Composable, ids: set[int]) -> dict[int, object]:
+    if not ids:
+        return {}
+    return dict(conn.execute(query, (sorted(ids),)).fetchall())
+
+
+def route_pending(
+    conn: psycopg.Connection,
+    schema: str,
+    session: CanvasSession | None,
+    partitions: set[str],
+    target_semesters: tuple[str, ...],
+    max_rest_lookups: int = 50,
+) -> RouteResult:
+    """Give every pending, unrouted event its course and semester, or close it as skipped."""
+    result = RouteResult()
+    events = conn.execute(
+        sql.SQL(
+            "SELECT seq, event_name, course_id, enrollment_id, user_id FROM {} "
+            "WHERE applied_at IS NULL AND semester IS NULL ORDER BY seq LIMIT 10000"
+        ).format(_t(schema, "live_events"))
+    ).fetchall()
+    if not events:
+        return result
+
+    # Enrollment-state events only carry the enrollment id: find its course.
+    enrollment_course = _lookup(
+        conn,
+        sql.SQL(
+            "SELECT DISTINCT ON (institution_id) institution_id, course_id FROM {} "
+            "WHERE institution_id = ANY(%s) ORDER BY institution_id, source_updated_at DESC"
+        ).format(_t(schema, "enrollments")),
+        {e[3] for e in events if e[2] is None and e[3] is not None},
+    )
+    lookups = 0
+    missing_enrollments: set[int] = set()
+    for _, _, course_id, enrollment_id, _ in events:
+        if (
+            course_id is None
+            and enrollment_id is not None
+            and enrollment_id not in enrollment_course
+        ):
+            missing_enrollments.add(enrollment_id)
+    for enrollment_id in sorted(missing_enrollments):
+        if session is None or lookups >= max_rest_lookups:
+            break
+        lookups += 1
+        try:
+            found = session.get(session.account_path(f"/enrollments/{enrollment_id}"))
+            enrollment_course[enrollment_id] = int(found["course_id"])
+        except CanvasNotFoundError:
+            enrollment_course[enrollment_id] = None
+
+    def course_of(event: tuple) -> int | None:
+        _, _, course_id, enrollment_id, _ = event
+        if course_id is not None:
+            return course_id
+        return enrollment_course.get(enrollment_id)  # type: ignore[return-value]
+
+    course_ids = {c for e in events if (c := course_of(e)) is not None}
+    course_semester = _lookup(
+        conn,
+        sql.SQL(
+            "SELECT DISTINCT ON (institution_id) institution_id, semester FROM {} "
+            "WHERE institution_id = ANY(%s) "
+            "ORDER BY institution_id, (deleted_at IS NULL) DESC, source_updated_at DESC"
+        ).format(_t(schema, "courses")),
+        course_ids,
+    )
+    for course_id in sorted(course_ids - course_semester.keys()):
+        if session is None or lookups >= max_rest_lookups:
+            break
+        lookups += 1
+        try:
+            course = session.get(f"/courses/{course_id}", [("include[]", "term")])
+            course_semester[course_id] = (
+                semester_key(course["term"]) if course.get("term") else None
+            )
+        except CanvasNotFoundError:
+            course_semester[course_id] = None  # deleted before we ever saw it
+
+    user_semester = _lookup(
+        conn,
+        sql.SQL(
+            "SELECT DISTINCT ON (institution_id) institution_id, semester FROM {} "
+            "WHERE institution_id = ANY(%s) AND deleted_at IS NULL "
+            "ORDER BY institution_id, source_updated_at DESC"
+        ).format(_t(schema, "users")),
+        {e[4] for e in events if course_of(e) is None and e[3] is None and e[4] is not None},
+    )
+
+    updates: list[tuple[object, ...]] = []
+    for event in events:
+        seq, _, _, enrollment_id, user_id = event
+        course_id = course_of(event)
+        if course_id is not None:
+            if course_id not in course_semester:
+                result.unresolved += 1  # REST budget spent: next tick
+                continue
+            semester = course_semester[course_id]
+        elif enrollment_id is not None:
+            if enrollment_id not in enrollment_course:
+                result.unresolved += 1
+                continue
+            semester = None
+        else:
+            semester = user_semester.get(user_id)
+        if semester is None:
+            updates.append((None, course_id, "skipped", seq))
+            result.skipped += 1
+        elif semester not in partitions or not semester_matches(semester, target_semesters):
+            updates.append((semester, course_id, "out_of_target", seq))
+            result.out_of_target += 1
+        else:
+            updates.append((semester, course_id, None, seq))
+            result.routed += 1
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                "UPDATE {} SET semester = %s, course_id = COALESCE(course_id, %s), outcome = %s, "
+                "applied_at = CASE WHEN %s::text IS NULL THEN NULL ELSE now() END WHERE seq = %s"
+            ).format(_t(schema, "live_events")),
+            [(s, c, o, o, q) for s, c, o, q in updates],
+        )
+    return result
+
+
+def pending_semesters(conn: psycopg.Connection, schema: str) -> dict[str, int]:
+    """Semesters with routed events waiting to be applied, and their newest event's seq."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT semester, max(seq) FROM {} WHERE applied_at IS NULL AND semester IS NOT NULL "
+            "GROUP BY semester ORDER BY semester"
+        ).format(_t(schema, "live_events"))
+    ).fetchall()
+    return {semester: int(seq) for semester, seq in rows}
+
+
+# -- apply (run side) -------------------------------------------------------------------------
+@dataclass
+class ApplyResult:
+    events: int = 0
+    applied: int = 0
+    stale: int = 0
+    courses_refreshed: int = 0
+    courses_gone: int = 0
+    users_refreshed: int = 0
+    counts: dict = field(default_factory=dict)
+    frames: dict = field(default_factory=dict)
+
+
+def _db_user(row: dict) -> dict:
+    """A warehouse users row in the shape of Canvas's user JSON (for instructors and users)."""
+    return {
+        "id": row["institution_id"],
+        "first_name": row["first_name"],
+        "last_name": row["last_name"],
+        "short_name": row["preferred_name"],
+        "email": row["email"],
+        "sis_user_id": row["sis_user_id"],
+        "login_id": row["login_id"],
+        "created_at": row["source_date"].isoformat() if row["source_date"] else None,
+    }
+
+
+def apply_semester_events(
+    conn: psycopg.Connection,
+    schema: str,
+    session: CanvasSession,
+    semester: str,
+    term: dict,
+    observed_at: datetime,
+) -> ApplyResult:
+    """Apply every pending event of ``semester`` in one transaction."""
+    result = ApplyResult()
+    with conn.transaction():
+        events = conn.execute(
+            sql.SQL(
+                "SELECT seq, event_name, event_time, course_id, user_id FROM {} "
+                "WHERE applied_at IS NULL AND semester = %s ORDER BY seq FOR UPDATE SKIP LOCKED"
+            ).format(_t(schema, "live_events")),
+            (semester,),
+        ).fetchall()
+        result.events = len(events)
+        if not events:
+            return result
+
+        held = dict(
+            conn.execute(
+                sql.SQL(
+                    "SELECT institution_id, source_updated_at FROM {} WHERE semester = %s "
+                    "AND institution_id = ANY(%s)"
+                ).format(_t(schema, "courses")),
+                (semester, sorted({e[3] for e in events if e[3] is not None})),
+            ).fetchall()
+        )
+        newest: dict[int, datetime] = {}
+        refresh_users: set[int] = set()
+        outcomes: dict[int, str] = {}
+        for seq, _name, event_time, course_id, user_id in events:
+            if course_id is None:  # user_created / user_updated
+                refresh_users.add(user_id)
+                outcomes[seq] = "applied"
+                continue
+            if course_id in held and event_time <= held[course_id]:
+                outcomes[seq] = "stale"
+                continue
+            newest[course_id] = max(event_time, newest.get(course_id, event_time))
+            outcomes[seq] = "applied"
+
+        if refresh_users:
+            # A teacher's new name or email changes their sections' instructor columns.
+            taught = conn.execute(
+                sql.SQL(
+                    "SELECT DISTINCT course_id FROM {} WHERE semester = %s AND deleted_at IS NULL "
+                    "AND role = 'TeacherEnrollment' AND user_id = ANY(%s)"
+                ).format(_t(schema, "enrollments")),
+                (semester, sorted(refresh_users)),
+            ).fetchall()
+            for (course_id,) in taught:
+                newest.setdefault(course_id, observed_at)
+
+        snapshot, gone = _fetch_courses(session, semester, term, sorted(newest), observed_at)
+        result.courses_refreshed = len(snapshot.courses)
+        result.courses_gone = len(gone)
+
+        # Users: refresh those events named; reuse warehouse rows for the rest, fetch new ones.
+        enrolled = {int(e["user_id"]) for e in snapshot.enrollments}
+        with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            known = {
+                row["institution_id"]: _db_user(row)
+                for row in cur.execute(
+                    sql.SQL(
+                        "SELECT * FROM {} WHERE semester = %s AND institution_id = ANY(%s)"
+                    ).format(_t(schema, "users")),
+                    (semester, sorted(enrolled - refresh_users)),
+                )
+            }
+        to_fetch = sorted((enrolled - known.keys()) | refresh_users)
+        fetched = dict(
+            zip(to_fetch, session.map_concurrent(_get_user(session), to_fetch), strict=True)
+        )
+        result.users_refreshed = len([u for u in fetched.values() if u is not None])
+        snapshot.users = {
+            **{uid: u for uid, u in known.items() if uid in enrolled},
+            **{uid: u for uid, u in fetched.items() if u is not None and uid in enrolled},
+        }
+
+        raw = {
+            "courses": frame(TABLE_MODELS["courses"], course_rows(snapshot)),
+            "sections": frame(TABLE_MODELS["sections"], section_rows(snapshot)),
+            "enrollments": frame(TABLE_MODELS["enrollments"], enrollment_rows(snapshot)),
+            "users": frame(
+                TABLE_MODELS["users"],
+                [user_row(u, semester) for _, u in sorted(snapshot.users.items())],
+            ),
+        }
+        report = validate_semester(semester, term.get("sis_term_id"), raw)
+        if not report.ok:
+            raise LiveEventsValidationError(report, semester)
+        scope_courses = sorted(newest)
+        course_scope = (
+            sql.SQL("t.semester = %s AND t.institution_id = ANY(%s)"),
+            (semester, scope_courses),
+        )
+        child_scope = (
+            sql.SQL("t.semester = %s AND t.course_id = ANY(%s)"),
+            (semester, scope_courses),
+        )
+        no_removal = (sql.SQL("false"), ())
+        key = ("semester", "institution_id")
+        for table, (scope, params) in (
+            ("courses", course_scope),
+            ("sections", child_scope),
+            ("enrollments", child_scope),
+            ("users", no_removal),
+        ):
+            result.counts[table] = upsert_rows(
+                conn, schema, table, report.frames[table], observed_at, key,
+                scope=scope, scope_params=params,
+            )  # fmt: skip
+        result.frames = report.frames
+
+        # The same person in other semesters gets the refreshed contact fields too.
+        for uid, user in fetched.items():
+            if user is None or uid not in refresh_users:
+                continue
+            row = user_row(user, semester)
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET first_name = %s, last_name = %s, preferred_name = %s, "
+                    "email = %s, sis_user_id = %s, login_id = %s, source_updated_at = %s "
+                    "WHERE institution_id = %s AND semester <> %s AND source_updated_at <= %s "
+                    "AND (first_name, last_name, preferred_name, email, sis_user_id, login_id) "
+                    "IS DISTINCT FROM (%s, %s, %s, %s, %s, %s)"
+                ).format(_t(schema, "users")),
+                (
+                    *(row[c] for c in _CONTACT), observed_at, uid, semester, observed_at,
+                    *(row[c] for c in _CONTACT),
+                ),
+            )  # fmt: skip
+
+        by_outcome: dict[str, list[int]] = defaultdict(list)
+        for seq, outcome in outcomes.items():
+            by_outcome[outcome].append(seq)
+        for outcome, seqs in by_outcome.items():
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET applied_at = now(), outcome = %s WHERE seq = ANY(%s)"
+                ).format(_t(schema, "live_events")),
+                (outcome, seqs),
+            )
+        result.applied = len(by_outcome.get("applied", []))
+        result.stale = len(by_outcome.get("stale", []))
+    return result
+
+
+_CONTACT = ("first_name", "last_name", "preferred_name", "email", "sis_user_id", "login_id")
+
+
+def _get_user(session: CanvasSession):
+    def get(user_id: int) -> dict | None:
+        try:
+            return session.get(f"/users/{user_id}")
+        except CanvasNotFoundError:
+            return None
+
+    return get
+
+
+def _fetch_courses(
+    session: CanvasSession,
+    semester: str,
+    term: dict,
+    course_ids: list[int],
+    observed_at: datetime,
+) -> tuple[SemesterSnapshot, set[int]]:
+    """Current courses (with sections and enrollments) among ``course_ids`` that are in
+    ``semester``; the others are returned as gone (deleted, or moved to another term)."""
+    snapshot = SemesterSnapshot(semester=semester, term=term, fetched_at=observed_at)
+    includes = [("include[]", name) for name in COURSE_INCLUDES]
+    if len(course_ids) > COURSE_LIST_THRESHOLD:
+        params = [("enrollment_term_id", term["id"]), *includes]
+        wanted = set(course_ids)
+        courses = [
+            c
+            for c in session.paginate(session.account_path("/courses"), params)
+            if int(c["id"]) in wanted
+        ]
+    else:
+
+        def one(course_id: int) -> dict | None:
+            try:
+                return session.get(f"/courses/{course_id}", includes)
+            except CanvasNotFoundError:
+                return None
+
+        courses = [c for c in session.map_concurrent(one, course_ids) if c is not None]
+    live = [
+        c
+        for c in courses
+        if c.get("workflow_state") != "deleted"
+        and c.get("term")
+        and semester_key(c["term"]) == semester
+    ]
+    for course in live:
+        if not course.get("account_name") and isinstance(course.get("account"), dict):
+            course["account_name"] = course["account"].get("name")
+    snapshot.courses = live
+    enrollment_params = [("state[]", state) for state in ENROLLMENT_STATES_FETCHED]
+
+    def children(course: dict) -> tuple[list[dict], list[dict]]:
+        sections = list(
+            session.paginate(f"/courses/{course['id']}/sections", [("include[]", "total_students")])
+        )
+        enrollments = list(
+            session.paginate(f"/courses/{course['id']}/enrollments", enrollment_params)
+        )
+        return sections, enrollments
+
+    for sections, enrollments in session.map_concurrent(children, live):
+        snapshot.sections.extend(sections)
+        snapshot.enrollments.extend(enrollments)
+    gone = set(course_ids) - {int(c["id"]) for c in live}
+    return snapshot, gone

@@ -1,0 +1,103 @@
+"""Target Semesters and Auto Import Semesters."""
+
+import dagster as dg
+import pytest
+from psycopg import sql
+
+from canvas_assets.definitions import defs
+from canvas_assets.sensors import build_semester_auto_import_sensor, plan_auto_import
+from canvas_assets.settings import SettingError, SyncSettings
+
+from .truth import semester_of
+
+TERMS = [
+    {"id": 1, "sis_term_id": None, "workflow_state": "active"},
+    {"id": 2, "sis_term_id": "2025FA", "workflow_state": "active"},
+    {"id": 3, "sis_term_id": "2026SP", "workflow_state": "active"},
+    {"id": 4, "sis_term_id": "2026FA", "workflow_state": "active"},
+    {"id": 5, "sis_term_id": "2026SU", "workflow_state": "deleted"},
+]
+
+
+def test_target_semester_patterns_limit_partitions() -> None:
+    """Without this, CANVAS_TARGET_SEMESTERS=2026* would import every semester."""
+    plan = plan_auto_import(TERMS, [], ("2026*",), auto_import=True)
+    assert plan.new_semesters == ("2026FA", "2026SP")
+    assert plan_auto_import(TERMS, [], ("2025FA", "term-1"), True).new_semesters == (
+        "2025FA",
+        "term-1",
+    )
+
+
+def test_empty_target_means_all_live_terms_and_existing_are_skipped() -> None:
+    """Without this, known semesters would be re-added and re-backfilled on every tick."""
+    plan = plan_auto_import(TERMS, ["2025FA"], (), auto_import=True)
+    assert plan.new_semesters == ("2026FA", "2026SP", "term-1")
+    assert plan.backfill_semesters == plan.new_semesters
+
+
+def test_auto_import_off_adds_partitions_without_backfills() -> None:
+    """Without this, CANVAS_AUTO_IMPORT_SEMESTERS=false would still launch backfills."""
+    plan = plan_auto_import(TERMS, [], (), auto_import=False)
+    assert plan.new_semesters and plan.backfill_semesters == ()
+
+
+def test_bad_boolean_setting_names_the_variable() -> None:
+    """Without this, a typo like 'flase' would silently mean the default."""
+    with pytest.raises(SettingError, match="CANVAS_AUTO_IMPORT_SEMESTERS"):
+        SyncSettings.from_env({"CANVAS_AUTO_IMPORT_SEMESTERS": "flase"})
+
+
+def test_sensor_adds_new_term_partitions_and_requests_backfills(
+    canvas, warehouse, db, institution
+) -> None:
+    """Without this, a new Canvas term would never appear as a semester partition."""
+    real = sorted(semester_of(t) for t in institution.terms.values() if t["sis_term_id"])
+    settings = SyncSettings(
+        target_semesters=(real[0],), auto_import_semesters=True, semester_sensor_interval_seconds=30
+    )
+    sensor = build_semester_auto_import_sensor(settings)
+    with dg.DagsterInstance.ephemeral() as instance:
+        context = dg.build_sensor_context(
+            instance=instance, resources={"canvas": canvas, "warehouse": warehouse}
+        )
+        result = sensor(context)
+        assert isinstance(result, dg.SensorResult)
+        added = [r.partition_keys for r in result.dynamic_partitions_requests]
+        assert added == [[real[0]]]
+        semester_runs = [r for r in result.run_requests if r.partition_key]
+        assert [(r.partition_key, r.run_key) for r in semester_runs] == [
+            (real[0], f"auto-import:{real[0]}")
+        ]
+        row = db.execute(
+            sql.SQL("SELECT status FROM {}.semester_sync_status WHERE semester = %s").format(
+                sql.Identifier(warehouse.table_schema())
+            ),
+            (real[0],),
+        ).fetchone()
+        assert row == ("added",)
+        # Once the partition exists, the next tick has nothing to do.
+        instance.add_dynamic_partitions("semester", [real[0]])
+        again = sensor(
+            dg.build_sensor_context(
+                instance=instance, resources={"canvas": canvas, "warehouse": warehouse}
+            )
+        )
+        assert isinstance(again, dg.SkipReason)
+
+
+def test_definitions_load_with_lineage_and_running_sensors() -> None:
+    """Without this, a broken entry point or lineage would only show up in the UI."""
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    parents = {
+        key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
+        for key in graph.get_all_asset_keys()
+    }
+    events = "canvas/live_events"
+    assert parents["canvas/courses"] == {"canvas/terms", events}
+    assert parents["canvas/sections"] == {"canvas/courses", events}
+    assert parents["canvas/enrollments"] == {"canvas/sections", events}
+    assert parents["canvas/users"] == {"canvas/enrollments", events}
+    for name in ("semester_auto_import", "canvas_live_events"):
+        assert defs.get_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING

@@ -1,0 +1,213 @@
+"""Semester backfills end to end: sandbox over HTTP → pandera → real PostgreSQL."""
+
+import dagster as dg
+import psycopg
+import pytest
+from psycopg import sql
+
+from canvas_assets.assets import COURSES_KEY, semester_tables, terms
+from canvas_assets.canvas import CanvasResource
+from canvas_assets.warehouse import WarehouseResource
+
+from .truth import expected_semester, semester_of, warehouse_semester
+
+
+def real_semesters(institution) -> list[str]:
+    return [semester_of(t) for t in institution.terms.values() if t["sis_term_id"]]
+
+
+def backfill(
+    canvas: CanvasResource,
+    warehouse: WarehouseResource,
+    instance: dg.DagsterInstance,
+    semester: str,
+) -> dg.ExecuteInProcessResult:
+    if not instance.has_dynamic_partition("semester", semester):
+        instance.add_dynamic_partitions("semester", [semester])
+    return dg.materialize(
+        [semester_tables],
+        partition_key=semester,
+        resources={"canvas": canvas, "warehouse": warehouse},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def materialization_metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+    assert events, f"no materialization for {key}"
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()}
+
+
+def table_snapshot(conn: psycopg.Connection, schema: str) -> dict[str, list[tuple]]:
+    snapshot = {}
+    for table in ("courses", "sections", "enrollments", "users"):
+        query = sql.SQL("SELECT * FROM {}.{} ORDER BY semester, institution_id").format(
+            sql.Identifier(schema), sql.Identifier(table)
+        )
+        snapshot[table] = conn.execute(query).fetchall()
+    return snapshot
+
+
+@pytest.fixture
+def instance():
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+def test_semester_backfill_equals_canvas_row_for_row(
+    canvas, warehouse, db, institution, instance
+) -> None:
+    """Without this, any mapping, pagination or fan-out bug would silently corrupt the tables."""
+    semester = real_semesters(institution)[0]
+    result = backfill(canvas, warehouse, instance, semester)
+    assert result.success
+    expected = expected_semester(institution, semester)
+    actual = warehouse_semester(db, warehouse.table_schema(), semester)
+    for table in expected:
+        assert actual[table] == expected[table], table
+    assert all(expected[table] for table in expected)  # the semester is not trivially empty
+    metadata = materialization_metadata(result, COURSES_KEY)
+    assert metadata["row_count"] == len(expected["courses"])
+    assert metadata["rows_inserted"] == len(expected["courses"])
+    assert metadata["canvas_requests"] >= 1 + 2 * len(expected["courses"])
+    status = db.execute(
+        sql.SQL(
+            "SELECT status, started_at IS NOT NULL, last_sync_completed_at IS NOT NULL "
+            "FROM {}.semester_sync_status WHERE semester = %s"
+        ).format(sql.Identifier(warehouse.table_schema())),
+        (semester,),
+    ).fetchone()
+    assert status == ("synced", True, True)
+
+
+def test_second_backfill_changes_nothing(canvas, warehouse, db, institution, instance) -> None:
+    """Without this, every re-run would rewrite rows and bump their timestamps."""
+    semester = real_semesters(institution)[0]
+    assert backfill(canvas, warehouse, instance, semester).success
+    before = table_snapshot(db, warehouse.table_schema())
+    again = backfill(canvas, warehouse, instance, semester)
+    assert again.success
+    assert table_snapshot(db, warehouse.table_schema()) == before
+    for key in (COURSES_KEY,):
+        metadata = materialization_metadata(again, key)
+        assert (metadata["rows_inserted"], metadata["rows_updated"], metadata["rows_removed"]) == (
+            0,
+            0,
+            0,
+        )
+
+
+def test_course_deleted_in_canvas_is_marked_deleted(
+    canvas, warehouse, db, institution, instance
+) -> None:
+    """Without this, courses deleted in Canvas would stay active in the warehouse forever."""
+    semester = real_semesters(institution)[0]
+    assert backfill(canvas, warehouse, instance, semester).success
+    schema = warehouse.table_schema()
+    victim = next(iter(expected_semester(institution, semester)["courses"]))
+    with institution.lock:
+        institution.courses[victim]["workflow_state"] = "deleted"
+    assert backfill(canvas, warehouse, instance, semester).success
+
+    row = db.execute(
+        sql.SQL(
+            "SELECT deleted_at IS NOT NULL, name FROM {}.courses WHERE semester = %s "
+            "AND institution_id = %s"
+        ).format(sql.Identifier(schema)),
+        (semester, victim),
+    ).fetchone()
+    assert row == (True, institution.courses[victim]["name"])  # kept, marked deleted
+    active = warehouse_semester(db, schema, semester)
+    expected = expected_semester(institution, semester)
+    for table in expected:
+        assert active[table] == expected[table], table
+    assert victim not in {s["course_id"] for s in active["sections"].values()}
+
+
+def test_invalid_semester_writes_nothing_and_keeps_previous_data(
+    canvas, warehouse, db, institution, instance
+) -> None:
+    """Without this, one bad Canvas row could half-write a semester or wipe good data."""
+    semester = real_semesters(institution)[0]
+    assert backfill(canvas, warehouse, instance, semester).success
+    before = table_snapshot(db, warehouse.table_schema())
+    expected = expected_semester(institution, semester)
+    broken = next(iter(expected["enrollments"]))
+    with institution.lock:
+        institution.enrollments[broken]["course_section_id"] = 987654321
+        # Also a change that a half-write would let through.
+        first_course = next(iter(expected["courses"]))
+        institution.courses[first_course]["name"] = "Renamed while broken"
+
+    result = backfill(canvas, warehouse, instance, semester)
+    assert not result.success
+    failure = result.failure_data_for_node("canvas_semester_tables")
+    message = failure.error.message if failure and failure.error else ""
+    assert "references canvas/sections" in message
+    assert "987654321" in message
+    assert table_snapshot(db, warehouse.table_schema()) == before
+    checks = {
+        (ev.event_specific_data.asset_key, ev.event_specific_data.passed)
+        for ev in result.all_events
+        if ev.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert (dg.AssetKey(["canvas", "enrollments"]), False) in checks
+    assert (dg.AssetKey(["canvas", "courses"]), True) in checks
+    status = db.execute(
+        sql.SQL(
+            "SELECT status, last_error FROM {}.semester_sync_status WHERE semester = %s"
+        ).format(sql.Identifier(warehouse.table_schema())),
+        (semester,),
+    ).fetchone()
+    assert status[0] == "failed" and "references canvas/sections" in status[1]
+
+
+def test_semesters_backfilled_together_stay_separate(
+    canvas, warehouse, db, institution, instance
+) -> None:
+    """Without this, re-syncing one semester could delete or overwrite another's rows."""
+    first, second = real_semesters(institution)[:2]
+    assert backfill(canvas, warehouse, instance, first).success
+    assert backfill(canvas, warehouse, instance, second).success
+    schema = warehouse.table_schema()
+    second_before = warehouse_semester(db, schema, second, include_deleted=True)
+    # Remove a course of the first semester only, then re-sync the first semester.
+    victim = next(iter(expected_semester(institution, first)["courses"]))
+    with institution.lock:
+        institution.courses[victim]["workflow_state"] = "deleted"
+    assert backfill(canvas, warehouse, instance, first).success
+    assert warehouse_semester(db, schema, second, include_deleted=True) == second_before
+    for semester in (first, second):
+        expected = expected_semester(institution, semester)
+        actual = warehouse_semester(db, schema, semester)
+        for table in expected:
+            assert actual[table] == expected[table], (semester, table)
+
+
+def test_terms_asset_lists_every_term_with_its_semester_key(
+    canvas, warehouse, db, institution, instance
+) -> None:
+    """Without this, the default term (no SIS id) would have no usable partition key."""
+    result = dg.materialize(
+        [terms], resources={"canvas": canvas, "warehouse": warehouse}, instance=instance
+    )
+    assert result.success
+    rows = db.execute(
+        sql.SQL("SELECT institution_id, code, semester FROM {}.terms ORDER BY 1").format(
+            sql.Identifier(warehouse.table_schema())
+        )
+    ).fetchall()
+    expected = sorted(
+        (t["id"], t["sis_term_id"], semester_of(t)) for t in institution.terms.values()
+    )
+    assert rows == expected
+    assert any(semester.startswith("term-") for _, _, semester in rows)
+
+
+def test_unknown_semester_fails_with_a_clear_message(canvas, warehouse, instance) -> None:
+    """Without this, a partition whose term vanished from Canvas would fail obscurely."""
+    result = backfill(canvas, warehouse, instance, "1999XX")
+    assert not result.success
+    failure = result.failure_data_for_node("canvas_semester_tables")
+    assert "no enrollment term for semester '1999XX'" in failure.error.message

@@ -1,0 +1,100 @@
+"""The Canvas client against the sandbox over real HTTP."""
+
+import logging
+import threading
+
+import pytest
+
+from canvas_assets.canvas import (
+    CanvasAuthError,
+    CanvasNotFoundError,
+    CanvasRequestError,
+    CanvasResource,
+)
+
+from .conftest import SANDBOX_TOKEN
+
+
+def test_paginate_follows_link_next_across_pages(canvas: CanvasResource, institution) -> None:
+    """Without this, only the first page of a list would be synced."""
+    session = canvas.session()
+    users = list(session.paginate(session.account_path("/users"), {"per_page": 7}))
+    expected = {u["id"] for u in institution.users.values() if u["workflow_state"] != "deleted"}
+    assert {u["id"] for u in users} == expected
+    assert len(users) == len(expected)  # no page fetched twice
+    assert session.stats.pages == -(-len(expected) // 7)
+
+
+def test_wrapped_terms_are_unwrapped(canvas: CanvasResource, institution) -> None:
+    """Without this, the terms body ({"enrollment_terms": [...]}) would be read as a list."""
+    session = canvas.session()
+    terms = list(session.paginate(session.account_path("/terms"), key="enrollment_terms"))
+    assert {t["id"] for t in terms} == set(institution.terms)
+    assert any(t["sis_term_id"] is None for t in terms)
+
+
+def test_rejected_token_names_the_setting_and_hides_the_token(sandbox) -> None:
+    """Without this, a bad token gives an opaque HTTP error, or leaks the token."""
+    secret = "not-the-token-9f8e7d"
+    session = CanvasResource(base_url=sandbox.url, api_token=secret).session()
+    with pytest.raises(CanvasAuthError) as info:
+        session.get(session.account_path())
+    assert "CANVAS_API_TOKEN" in str(info.value)
+    assert secret not in str(info.value)
+
+
+def test_unknown_account_names_the_setting(sandbox) -> None:
+    """Without this, a wrong account id reads as a generic 404."""
+    resource = CanvasResource(base_url=sandbox.url, api_token=SANDBOX_TOKEN, account_id="999999")
+    session = resource.session()
+    with pytest.raises(CanvasNotFoundError, match="CANVAS_ACCOUNT_ID"):
+        list(session.paginate(session.account_path("/terms"), key="enrollment_terms"))
+
+
+def test_transient_5xx_are_retried(canvas: CanvasResource, sandbox) -> None:
+    """Without this, one 502 from a load balancer would fail a whole semester backfill."""
+    sandbox.faults.fail_next.extend([503, 502])
+    session = canvas.session()
+    account = session.get(session.account_path())
+    assert account["id"] == sandbox.institution.root_account_id
+    assert session.stats.retries == 2
+
+
+def test_persistent_5xx_fail_with_a_clear_error(sandbox) -> None:
+    """Without this, a broken Canvas would be retried forever or fail with no context."""
+    resource = CanvasResource(base_url=sandbox.url, api_token=SANDBOX_TOKEN, max_retries=2)
+    sandbox.faults.fail_next.extend([500, 500, 500, 500])
+    session = resource.session()
+    with pytest.raises(CanvasRequestError, match="HTTP 500"):
+        session.get(session.account_path())
+
+
+def test_throttle_storm_is_waited_out_without_errors(
+    canvas: CanvasResource, sandbox, caplog
+) -> None:
+    """Without this, Canvas's 403 Rate Limit Exceeded would be read as a permission error."""
+    sandbox.faults.throttle_storm = True
+    threading.Timer(1.0, lambda: setattr(sandbox.faults, "throttle_storm", False)).start()
+    session = canvas.session(logging.getLogger("canvas-test"))
+    with caplog.at_level(logging.INFO):
+        account = session.get(session.account_path())
+    assert account["id"] == sandbox.institution.root_account_id
+    assert session.stats.throttle_waits >= 1
+    assert SANDBOX_TOKEN not in caplog.text
+
+
+def test_adaptive_concurrency_keeps_many_parallel_calls_under_the_bucket(sandbox) -> None:
+    """Without this, a wide fan-out fills Canvas's leaky bucket and requests fail."""
+    sandbox.faults.latency_seconds = 0.15
+    resource = CanvasResource(base_url=sandbox.url, api_token=SANDBOX_TOKEN, max_concurrency=24)
+    session = resource.session()
+    course_ids = sorted(
+        cid for cid, c in sandbox.institution.courses.items() if c["workflow_state"] != "deleted"
+    )
+    paths = [f"/courses/{course_ids[i % len(course_ids)]}/sections" for i in range(80)]
+    results = session.map_concurrent(lambda p: list(session.paginate(p)), paths)
+    assert len(results) == 80
+    # 24 in flight would cost 1,200 units up front, twice the high-water mark: the limiter must
+    # have kept the in-flight count low enough that the bucket never emptied for long.
+    assert session.limiter.limit < 24
+    assert session.stats.throttle_waits <= 10

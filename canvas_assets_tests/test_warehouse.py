@@ -1,0 +1,78 @@
+import psycopg
+import pytest
+from psycopg import sql
+
+from canvas_assets.settings import SettingError
+from canvas_assets.warehouse import MIGRATIONS, WarehouseError, WarehouseResource, migrate
+
+
+def test_migrations_apply_once_and_rerun_as_noop(warehouse: WarehouseResource) -> None:
+    """Without this, a second process starting (or a restart) would fail or re-run DDL."""
+    url = warehouse.database_url()
+    schema = warehouse.table_schema()
+    with psycopg.connect(url, autocommit=True) as conn:
+        first = migrate(conn, schema)
+        second = migrate(conn, schema)
+        versions = [
+            row[0]
+            for row in conn.execute(
+                sql.SQL("SELECT version FROM {}.schema_migrations ORDER BY version").format(
+                    sql.Identifier(schema)
+                )
+            )
+        ]
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (schema,),
+            )
+        }
+    assert first == [version for version, _, _ in MIGRATIONS]
+    assert second == []
+    assert versions == first
+    assert {
+        "terms",
+        "courses",
+        "sections",
+        "enrollments",
+        "users",
+        "semester_sync_status",
+    } <= tables
+
+
+def test_bad_schema_name_names_the_setting(postgres_url: str) -> None:
+    """Without this, a typo in the schema setting would surface as an SQL syntax error."""
+    resource = WarehouseResource(url=postgres_url, schema_name="canvas; drop")
+    with pytest.raises(SettingError, match="CANVAS_WAREHOUSE_SCHEMA"):
+        resource.connect()
+
+
+def test_unreachable_warehouse_names_the_setting_and_hides_the_password() -> None:
+    """Without this, a wrong URL gives a driver traceback, or leaks the password into logs."""
+    resource = WarehouseResource(url="postgresql://app:s3cret-pw@127.0.0.1:1/canvas")
+    with pytest.raises(WarehouseError) as info:
+        resource.connect()
+    assert "CANVAS_WAREHOUSE_URL" in str(info.value)
+    assert "s3cret-pw" not in str(info.value)
+
+
+def test_embedded_postgres_keeps_data_across_restarts(tmp_path) -> None:
+    """Without this, the local stack would lose the warehouse whenever it is restarted."""
+    import pgserver
+
+    from canvas_assets.warehouse import _embedded_servers, embedded_database_url
+
+    data_dir = tmp_path / "pg"
+    url = embedded_database_url(data_dir)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (value int)")
+        conn.execute("INSERT INTO kept VALUES (42)")
+    server = _embedded_servers.pop(data_dir.resolve())
+    server.cleanup()  # stops the server; data stays on disk
+    restarted = pgserver.get_server(data_dir, cleanup_mode="stop")
+    try:
+        with psycopg.connect(restarted.get_uri("canvas"), autocommit=True) as conn:
+            assert conn.execute("SELECT value FROM kept").fetchone() == (42,)
+    finally:
+        restarted.cleanup()
