@@ -174,7 +174,9 @@ def run_dev(
                 CANVAS_ACCOUNT_ID="self",
             )
             if sqs_client is not None:
-                driver = ChangeDriver(institution, sqs_client, queue_url, seed=0)
+                driver = ChangeDriver(
+                    institution, sqs_client, queue_url, seed=0, follow_wall_clock=True
+                )
                 driver.start_background(change_interval_seconds)
                 stack.callback(driver.stop)
             print(f"canvas: sandbox ({size}) at {sandbox.url}, token {SANDBOX_TOKEN}")

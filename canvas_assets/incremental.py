@@ -98,6 +98,20 @@ def route_pending(
         ).format(_t(schema, "enrollments")),
         {e[3] for e in events if e[2] is None and e[3] is not None},
     )
+    # A new enrollment is not in the warehouse yet, but its enrollment_created event, landed
+    # beside the state event, names the course.
+    enrollment_course.update(
+        (k, v)
+        for k, v in _lookup(
+            conn,
+            sql.SQL(
+                "SELECT DISTINCT ON (enrollment_id) enrollment_id, course_id FROM {} "
+                "WHERE enrollment_id = ANY(%s) AND course_id IS NOT NULL "
+                "ORDER BY enrollment_id, seq"
+            ).format(_t(schema, "live_events")),
+            {e[3] for e in events if e[2] is None and e[3] is not None} - enrollment_course.keys(),
+        ).items()
+    )
     lookups = 0
     missing_enrollments: set[int] = set()
     for _, _, course_id, enrollment_id, _ in events:
@@ -145,17 +159,24 @@ def route_pending(
         except CanvasNotFoundError:
             course_semester[course_id] = None  # deleted before we ever saw it
 
-    user_semester = _lookup(
-        conn,
-        sql.SQL(
-            "SELECT DISTINCT ON (institution_id) institution_id, semester FROM {} "
-            "WHERE institution_id = ANY(%s) AND deleted_at IS NULL "
-            "ORDER BY institution_id, source_updated_at DESC"
-        ).format(_t(schema, "users")),
-        {e[4] for e in events if course_of(e) is None and e[3] is None and e[4] is not None},
-    )
+    # A person can be enrolled in several semesters: their event is applied in each.
+    user_semesters: dict[int, list[str]] = defaultdict(list)
+    user_ids = {e[4] for e in events if course_of(e) is None and e[3] is None and e[4] is not None}
+    if user_ids:
+        for user_id, semester in conn.execute(
+            sql.SQL(
+                "SELECT institution_id, semester FROM {} WHERE institution_id = ANY(%s) "
+                "AND deleted_at IS NULL ORDER BY institution_id, semester"
+            ).format(_t(schema, "users")),
+            (sorted(user_ids),),
+        ):
+            user_semesters[user_id].append(semester)
+
+    def wanted(semester: str) -> bool:
+        return semester in partitions and semester_matches(semester, target_semesters)
 
     updates: list[tuple[object, ...]] = []
+    copies: list[tuple[int, str]] = []
     for event in events:
         seq, _, _, enrollment_id, user_id = event
         course_id = course_of(event)
@@ -163,23 +184,26 @@ def route_pending(
             if course_id not in course_semester:
                 result.unresolved += 1  # REST budget spent: next tick
                 continue
-            semester = course_semester[course_id]
+            semesters = [course_semester[course_id]] if course_semester[course_id] else []
         elif enrollment_id is not None:
             if enrollment_id not in enrollment_course:
                 result.unresolved += 1
                 continue
-            semester = None
+            semesters = []
         else:
-            semester = user_semester.get(user_id)
-        if semester is None:
+            semesters = user_semesters.get(user_id, [])
+        if not semesters:
             updates.append((None, course_id, "skipped", seq))
             result.skipped += 1
-        elif semester not in partitions or not semester_matches(semester, target_semesters):
-            updates.append((semester, course_id, "out_of_target", seq))
+            continue
+        kept = [s for s in semesters if wanted(s)]
+        if not kept:
+            updates.append((semesters[0], course_id, "out_of_target", seq))
             result.out_of_target += 1
-        else:
-            updates.append((semester, course_id, None, seq))
-            result.routed += 1
+            continue
+        updates.append((kept[0], course_id, None, seq))
+        copies.extend((seq, semester) for semester in kept[1:])
+        result.routed += 1
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             sql.SQL(
@@ -187,6 +211,17 @@ def route_pending(
                 "applied_at = CASE WHEN %s::text IS NULL THEN NULL ELSE now() END WHERE seq = %s"
             ).format(_t(schema, "live_events")),
             [(s, c, o, o, q) for s, c, o, q in updates],
+        )
+        # One landed row per extra semester, keyed off the original so re-routing is a no-op.
+        cur.executemany(
+            sql.SQL(
+                "INSERT INTO {t} (event_key, message_id, event_name, event_time, supported, "
+                "course_id, section_id, enrollment_id, user_id, envelope, semester) "
+                "SELECT event_key || ':' || %s, message_id, event_name, event_time, supported, "
+                "course_id, section_id, enrollment_id, user_id, envelope, %s FROM {t} "
+                "WHERE seq = %s ON CONFLICT (event_key) DO NOTHING"
+            ).format(t=_t(schema, "live_events")),
+            [(semester, semester, seq) for seq, semester in copies],
         )
     return result
 
@@ -307,9 +342,10 @@ def apply_semester_events(
             zip(to_fetch, session.map_concurrent(_get_user(session), to_fetch), strict=True)
         )
         result.users_refreshed = len([u for u in fetched.values() if u is not None])
+        # Refreshed people are routed here because they have a row in this semester.
         snapshot.users = {
             **{uid: u for uid, u in known.items() if uid in enrolled},
-            **{uid: u for uid, u in fetched.items() if u is not None and uid in enrolled},
+            **{uid: u for uid, u in fetched.items() if u is not None},
         }
 
         raw = {
@@ -346,6 +382,17 @@ def apply_semester_events(
                 scope=scope, scope_params=params,
             )  # fmt: skip
         result.frames = report.frames
+        # users holds the people enrolled in the semester: whoever has no active enrollment left
+        # is marked deleted, as a backfill would.
+        conn.execute(
+            sql.SQL(
+                "UPDATE {users} AS t SET deleted_at = %s, source_updated_at = %s "
+                "WHERE t.semester = %s AND t.deleted_at IS NULL AND t.source_updated_at <= %s "
+                "AND NOT EXISTS (SELECT 1 FROM {enrollments} AS e WHERE e.semester = t.semester "
+                "AND e.user_id = t.institution_id AND e.deleted_at IS NULL)"
+            ).format(users=_t(schema, "users"), enrollments=_t(schema, "enrollments")),
+            (observed_at, observed_at, semester, observed_at),
+        )
 
         # The same person in other semesters gets the refreshed contact fields too.
         for uid, user in fetched.items():

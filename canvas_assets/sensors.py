@@ -132,12 +132,15 @@ def poll_queue(
     (committed) before deleting it from the queue."""
     deadline = clock() + budget_seconds
     totals = PollResult()
-    wait = 2
+    wait = 2  # long-poll first; after a full batch more are likely waiting, so do not wait
     while clock() < deadline:
         messages = sqs.receive(client, wait_seconds=min(wait, int(max(0, deadline - clock()))))
-        wait = 1
         if not messages:
+            if wait == 0:
+                wait = 1  # a short poll can miss messages: confirm with a long poll
+                continue
             break
+        wait = 0 if len(messages) == 10 else 1
         landed = land_messages(conn, schema, [(m.message_id, m.body) for m in messages])
         if after_landing is not None:
             after_landing(messages)

@@ -10,6 +10,8 @@ import os
 import uuid
 from collections.abc import Iterator
 
+import boto3
+import dagster as dg
 import psycopg
 import pytest
 from psycopg import sql
@@ -17,6 +19,7 @@ from psycopg import sql
 from canvas_assets.canvas import CanvasResource
 from canvas_assets.devstack import free_port
 from canvas_assets.sandbox import SandboxServer, generate_institution
+from canvas_assets.sqs import SQSQueueResource
 from canvas_assets.warehouse import WarehouseResource, ensure_database
 
 SANDBOX_TOKEN = "test-token"
@@ -76,3 +79,24 @@ def sandbox(institution) -> Iterator[SandboxServer]:
 @pytest.fixture
 def canvas(sandbox: SandboxServer) -> CanvasResource:
     return CanvasResource(base_url=sandbox.url, api_token=SANDBOX_TOKEN, max_retries=4)
+
+
+@pytest.fixture
+def queue(sqs_endpoint: str) -> SQSQueueResource:
+    """A fresh canvas-live-events-* queue on moto's server."""
+    credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    client = boto3.client("sqs", endpoint_url=sqs_endpoint, region_name="us-east-1", **credentials)
+    # A short visibility timeout makes un-deleted (crashed) messages come back quickly.
+    url = client.create_queue(
+        QueueName=f"canvas-live-events-{uuid.uuid4().hex[:8]}",
+        Attributes={"VisibilityTimeout": "2"},
+    )["QueueUrl"]
+    return SQSQueueResource(
+        queue_url=url, endpoint_url=sqs_endpoint, region_name="us-east-1", **credentials
+    )
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance

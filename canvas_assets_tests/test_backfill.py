@@ -2,7 +2,6 @@
 
 import dagster as dg
 import psycopg
-import pytest
 from psycopg import sql
 
 from canvas_assets.assets import COURSES_KEY, semester_tables, terms
@@ -47,12 +46,6 @@ def table_snapshot(conn: psycopg.Connection, schema: str) -> dict[str, list[tupl
         )
         snapshot[table] = conn.execute(query).fetchall()
     return snapshot
-
-
-@pytest.fixture
-def instance():
-    with dg.DagsterInstance.ephemeral() as instance:
-        yield instance
 
 
 def test_semester_backfill_equals_canvas_row_for_row(

@@ -137,8 +137,12 @@ class ChangeDriver:
         duplicate_rate: float = 0.0,
         reorder_rate: float = 0.0,
         drop_rate: float = 0.0,
+        follow_wall_clock: bool = False,
     ) -> None:
         self.institution = institution
+        # With a live pipeline, event times must not lag behind the sync's own clock, or every
+        # event would look older than the rows a backfill just wrote.
+        self.follow_wall_clock = follow_wall_clock
         self.sqs_client, self.queue_url = sqs_client, queue_url
         self.rng = random.Random(seed)
         self.duplicate_rate, self.reorder_rate, self.drop_rate = (
@@ -157,6 +161,9 @@ class ChangeDriver:
 
     def step(self) -> list[dict]:
         with self.institution.lock:
+            if self.follow_wall_clock:
+                now = datetime.now(UTC).replace(microsecond=0)
+                self.institution.clock = max(self.institution.clock, now)
             names = list(MUTATION_WEIGHTS)
             envelopes: list[dict] = []
             for _ in range(10):  # a mutation may find nothing eligible; try another kind
