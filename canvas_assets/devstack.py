@@ -39,6 +39,15 @@ class DevStackError(RuntimeError):
     pass
 
 
+def dagster_storage_url(url: str) -> str:
+    """dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for a bare
+    postgresql:// URL, and Dagster's NOTIFY statements fail under it."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
 def free_port(preferred: int | None = None) -> int:
     """``preferred`` if it is free on 127.0.0.1, else any free port."""
     candidates = [preferred] if preferred else []
@@ -110,17 +119,31 @@ def start_local_sqs(env: dict[str, str], stack: contextlib.ExitStack) -> str:
     return queue_url
 
 
-def stop_process_group(proc: subprocess.Popen, grace_seconds: float = 20.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGINT)
+def _group_alive(pgid: int) -> bool:
     try:
-        proc.wait(timeout=grace_seconds)
-    except subprocess.TimeoutExpired:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_process_group(proc: subprocess.Popen, grace_seconds: float = 30.0) -> None:
+    """Ctrl-C for `dagster dev` and everything it started (webserver, daemon, code server, run
+    workers); whatever is still alive after the grace period is killed."""
+    deadline = time.monotonic() + grace_seconds
+    if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+            os.killpg(proc.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace_seconds)
+    # Run workers can outlive `dagster dev` for a moment while they record the interruption.
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def run_dev(
@@ -141,6 +164,8 @@ def run_dev(
             env["CANVAS_WAREHOUSE_URL"] = server.get_uri(WAREHOUSE_DATABASE)
             env.setdefault("CANVAS_DAGSTER_PG_URL", server.get_uri(DAGSTER_DATABASE))
             print(f"warehouse: embedded PostgreSQL in {home / 'postgres'}")
+
+        env["CANVAS_DAGSTER_PG_URL"] = dagster_storage_url(env["CANVAS_DAGSTER_PG_URL"])
 
         # SQS.
         sqs_client = None

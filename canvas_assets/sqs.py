@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import boto3
@@ -27,9 +28,11 @@ class SQSQueueResource(ResourceWithBoto3Configuration):
 
     def client(self):
         session = boto3.session.Session(profile_name=self.profile_name)
+        # boto3 reads AWS_DEFAULT_REGION; AWS_REGION is the name AWS's other SDKs use.
+        region = self.region_name or os.environ.get("AWS_REGION") or None
         return session.client(
             "sqs",
-            region_name=self.region_name,
+            region_name=region,
             endpoint_url=self.endpoint_url,
             use_ssl=self.use_ssl,
             verify=self.verify,

@@ -101,3 +101,48 @@ def test_definitions_load_with_lineage_and_running_sensors() -> None:
     assert parents["canvas/users"] == {"canvas/enrollments", events}
     for name in ("semester_auto_import", "canvas_live_events"):
         assert defs.get_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_reconciliation_picks_the_semesters_running_now() -> None:
+    """Without this, the nightly heal would re-sync old semesters or skip the current one."""
+    from datetime import UTC, datetime
+
+    from canvas_assets.sensors import current_semesters
+
+    terms = [
+        ("2025FA", datetime(2025, 8, 25, tzinfo=UTC), datetime(2025, 12, 19, tzinfo=UTC)),
+        ("2026SP", datetime(2026, 1, 12, tzinfo=UTC), datetime(2026, 5, 15, tzinfo=UTC)),
+        ("2026FA", datetime(2026, 8, 24, tzinfo=UTC), datetime(2026, 12, 18, tzinfo=UTC)),
+        ("term-1", None, None),
+    ]
+    partitions = ["2025FA", "2026SP", "2026FA", "term-1"]
+    assert current_semesters(terms, datetime(2026, 11, 23, tzinfo=UTC), partitions) == ["2026FA"]
+    # Late grades: two weeks after the end, the semester is still reconciled.
+    assert current_semesters(terms, datetime(2026, 5, 25, tzinfo=UTC), partitions) == ["2026SP"]
+    assert current_semesters(terms, datetime(2026, 11, 23, tzinfo=UTC), ["2026SP"]) == []
+
+
+def test_reconciliation_schedule_requests_backfills_of_current_semesters(
+    canvas, warehouse, institution
+) -> None:
+    """Without this, events Canvas never delivered would never be healed."""
+    from datetime import UTC, datetime
+
+    from canvas_assets.assets import terms as terms_asset
+    from canvas_assets.sensors import build_reconciliation_schedule
+
+    with dg.instance_for_test() as instance:
+        assert dg.materialize(
+            [terms_asset], resources={"canvas": canvas, "warehouse": warehouse}, instance=instance
+        ).success
+        instance.add_dynamic_partitions("semester", ["2025FA", "2026FA"])
+        schedule = build_reconciliation_schedule(SyncSettings.from_env({}))
+        context = dg.build_schedule_context(
+            instance=instance,
+            resources={"warehouse": warehouse},
+            scheduled_execution_time=datetime(2026, 10, 1, 3, tzinfo=UTC),
+        )
+        requests = schedule(context)
+    assert [(r.partition_key, r.run_key) for r in requests] == [
+        ("2026FA", "reconcile:2026FA:2026-10-01T03:00")
+    ]

@@ -1,0 +1,47 @@
+"""The one-command local stack: pieces that can be checked without starting Dagster.
+
+Starting the whole stack is covered by test_daemon_e2e.py and by CI, which runs the README's
+install-and-start command until the UI answers."""
+
+import os
+import subprocess
+import sys
+
+from canvas_assets.devstack import dagster_storage_url, exclusive_lock
+
+
+def test_second_dev_stack_on_the_same_state_folder_refuses_clearly(tmp_path) -> None:
+    """Without this, two stacks would share one Postgres and two daemons would double-launch."""
+    home = tmp_path / "home"
+    with exclusive_lock(home / "dev.lock"):
+        env = {**os.environ, "CANVAS_ASSETS_HOME": str(home)}
+        second = subprocess.run(
+            [sys.executable, "-m", "canvas_assets.cli", "dev"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert second.returncode == 2
+    assert "already running" in second.stderr and "CANVAS_ASSETS_HOME" in second.stderr
+
+
+def test_dagster_storage_url_pins_the_driver_dagster_postgres_speaks() -> None:
+    """Without this, SQLAlchemy picks psycopg 3 and the daemon's NOTIFY statements fail."""
+    assert dagster_storage_url("postgresql://u:p@h/db") == "postgresql+psycopg2://u:p@h/db"
+    assert dagster_storage_url("postgres://h/db?host=/s") == "postgresql+psycopg2://h/db?host=/s"
+    assert dagster_storage_url("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
+
+
+def test_cli_rejects_bad_settings_with_the_variable_name(tmp_path) -> None:
+    """Without this, a typo in a setting would surface as a traceback deep in Dagster."""
+    env = {**os.environ, "CANVAS_RECONCILE_CRON": "nightly"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import canvas_assets.definitions"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "CANVAS_RECONCILE_CRON" in result.stderr
