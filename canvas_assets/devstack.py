@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import signal
@@ -98,6 +99,8 @@ def start_local_sqs(env: dict[str, str], stack: contextlib.ExitStack) -> str:
     from moto.server import ThreadedMotoServer
 
     port = free_port()
+    # moto's werkzeug server logs every request; the stack's console is for the user.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     stack.callback(server.stop)

@@ -173,7 +173,9 @@ def route_pending(
             user_semesters[user_id].append(semester)
 
     def wanted(semester: str) -> bool:
-        return semester in partitions and semester_matches(semester, target_semesters)
+        # A matching semester that is not a partition yet stays pending: the auto-import
+        # sensor is about to add it (pending_semesters callers filter on partitions).
+        return semester_matches(semester, target_semesters)
 
     updates: list[tuple[object, ...]] = []
     copies: list[tuple[int, str]] = []
@@ -226,15 +228,20 @@ def route_pending(
     return result
 
 
-def pending_semesters(conn: psycopg.Connection, schema: str) -> dict[str, int]:
-    """Semesters with routed events waiting to be applied, and their newest event's seq."""
+def pending_semesters(
+    conn: psycopg.Connection, schema: str, partitions: set[str] | None = None
+) -> dict[str, int]:
+    """Semesters (among ``partitions``, if given) with routed events waiting to be applied, and
+    their newest event's seq."""
     rows = conn.execute(
         sql.SQL(
             "SELECT semester, max(seq) FROM {} WHERE applied_at IS NULL AND semester IS NOT NULL "
             "GROUP BY semester ORDER BY semester"
         ).format(_t(schema, "live_events"))
     ).fetchall()
-    return {semester: int(seq) for semester, seq in rows}
+    return {
+        semester: int(seq) for semester, seq in rows if partitions is None or semester in partitions
+    }
 
 
 # -- apply (run side) -------------------------------------------------------------------------

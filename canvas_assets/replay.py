@@ -121,7 +121,7 @@ def replay(
             routed = route_pending(conn, schema, session, semesters, settings.target_semesters)
             report.skipped += routed.skipped + routed.out_of_target
             terms = fetch_terms(session)
-            for semester in pending_semesters(conn, schema):
+            for semester in pending_semesters(conn, schema, semesters):
                 term = find_term(terms, semester)
                 if term is None:
                     continue

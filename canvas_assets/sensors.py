@@ -188,18 +188,13 @@ def build_live_events_sensor(settings: SyncSettings) -> dg.SensorDefinition:
         schema = warehouse.table_schema()
         with warehouse.connect() as conn:
             polled = poll_queue(sqs, sqs.client(), conn, schema)
+            partitions = set(context.instance.get_dynamic_partitions(semester_partitions.name))
             session = canvas.session(context.log)
             try:
-                routed = route_pending(
-                    conn,
-                    schema,
-                    session,
-                    set(context.instance.get_dynamic_partitions(semester_partitions.name)),
-                    settings.target_semesters,
-                )
+                routed = route_pending(conn, schema, session, partitions, settings.target_semesters)
             finally:
                 session.close()
-            pending = pending_semesters(conn, schema)
+            pending = pending_semesters(conn, schema, partitions)
         asset_events = []
         if polled.received:
             asset_events.append(

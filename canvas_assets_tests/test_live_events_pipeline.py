@@ -33,7 +33,7 @@ def queue_depth(queue: SQSQueueResource) -> int:
     return sum(int(v) for v in attributes.values())
 
 
-def land_and_apply(queue, warehouse, canvas, partitions) -> dict:
+def land_and_apply(queue, warehouse, canvas, partitions, target=()) -> dict:
     """What the sensor and its runs do, called directly."""
     schema = warehouse.table_schema()
     applied = {"events": 0, "applied": 0, "stale": 0}
@@ -42,10 +42,10 @@ def land_and_apply(queue, warehouse, canvas, partitions) -> dict:
         session = canvas.session()
         # The sensor routes a bounded number of REST look-ups per tick; ticks repeat until done.
         for _ in range(20):
-            if route_pending(conn, schema, session, set(partitions), ()).unresolved == 0:
+            if route_pending(conn, schema, session, set(partitions), target).unresolved == 0:
                 break
         terms = fetch_terms(session)
-        for semester in pending_semesters(conn, schema):
+        for semester in pending_semesters(conn, schema, set(partitions)):
             result = apply_semester_events(
                 conn, schema, session, semester, find_term(terms, semester), datetime.now(UTC)
             )
@@ -191,7 +191,7 @@ def test_crash_between_landing_and_deleting_loses_nothing_and_applies_once(
     assert queue_depth(queue) > 0  # ...and is still in the queue
 
     time.sleep(2.5)  # the queue's visibility timeout: SQS redelivers what was not deleted
-    result = land_and_apply(queue, warehouse, canvas, [semester])
+    result = land_and_apply(queue, warehouse, canvas, real_semesters(institution))
     assert result["duplicates"] >= len(landed_before)
     assert queue_depth(queue) == 0
     rows = live_event_rows(db, warehouse)
@@ -216,12 +216,12 @@ def test_failed_apply_leaves_events_pending_then_applies_them_once(
     before = warehouse_semester(db, schema, semester)
     sandbox.faults.error_rate = 1.0  # Canvas is down during the apply
     with pytest.raises(Exception, match="HTTP 5"):
-        land_and_apply(queue, warehouse, canvas, [semester])
+        land_and_apply(queue, warehouse, canvas, real_semesters(institution))
     assert warehouse_semester(db, schema, semester) == before
     pending = [r for r in live_event_rows(db, warehouse) if not r[2]]
     assert pending
     sandbox.faults.error_rate = 0.0
-    land_and_apply(queue, warehouse, canvas, [semester])
+    land_and_apply(queue, warehouse, canvas, real_semesters(institution))
     assert all(r[2] for r in live_event_rows(db, warehouse))
     assert_converged(db, warehouse, institution, [semester])
 
@@ -309,9 +309,31 @@ def test_events_outside_target_semesters_are_acknowledged_and_skipped(
         event_time=datetime.now(UTC),
     )
     send_envelopes(queue.client(), queue.queue_url, [event])
-    land_and_apply(queue, warehouse, canvas, [first])
+    land_and_apply(queue, warehouse, canvas, [first, second], target=(first,))
     assert [r[1:] for r in live_event_rows(db, warehouse)] == [(second, True, "out_of_target")]
     assert queue_depth(queue) == 0
+
+
+def test_events_wait_for_a_semester_partition_that_is_about_to_be_added(
+    canvas, warehouse, db, institution, instance, queue
+) -> None:
+    """Without this, events arriving before auto-import adds their semester would be dropped."""
+    first, second = real_semesters(institution)[:2]
+    assert backfill(canvas, warehouse, instance, first).success
+    course_id = next(iter(expected_semester(institution, second)["courses"]))
+    with institution.lock:
+        institution.courses[course_id]["name"] = "Early event"
+    event = envelope(
+        institution,
+        "course_updated",
+        {"course_id": str(global_id(course_id)), "name": "Early event"},
+        event_time=datetime.now(UTC) + timedelta(seconds=1),
+    )
+    send_envelopes(queue.client(), queue.queue_url, [event])
+    land_and_apply(queue, warehouse, canvas, [first])  # second is not a partition yet
+    assert [r[1:] for r in live_event_rows(db, warehouse)] == [(second, False, None)]
+    land_and_apply(queue, warehouse, canvas, [first, second])  # auto-import added it
+    assert [r[1:] for r in live_event_rows(db, warehouse)] == [(second, True, "applied")]
 
 
 def test_sensor_lands_and_requests_an_apply_run_that_updates_the_tables(
