@@ -1,5 +1,7 @@
 """Semester backfills end to end: sandbox over HTTP → pandera → real PostgreSQL."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import dagster as dg
 import psycopg
 from psycopg import sql
@@ -161,8 +163,15 @@ def test_semesters_backfilled_together_stay_separate(
 ) -> None:
     """Without this, re-syncing one semester could delete or overwrite another's rows."""
     first, second = real_semesters(institution)[:2]
-    assert backfill(canvas, warehouse, instance, first).success
-    assert backfill(canvas, warehouse, instance, second).success
+
+    def backfill_alone(semester: str) -> bool:
+        # Its own instance: the in-memory test instance is not thread safe.
+        with dg.DagsterInstance.ephemeral() as own:
+            return backfill(canvas, warehouse, own, semester).success
+
+    # Launched together, as a multi-semester backfill from the UI does.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert all(pool.map(backfill_alone, [first, second]))
     schema = warehouse.table_schema()
     second_before = warehouse_semester(db, schema, second, include_deleted=True)
     # Remove a course of the first semester only, then re-sync the first semester.
@@ -204,3 +213,13 @@ def test_unknown_semester_fails_with_a_clear_message(canvas, warehouse, instance
     assert not result.success
     failure = result.failure_data_for_node("canvas_semester_tables")
     assert "no enrollment term for semester '1999XX'" in failure.error.message
+
+
+def test_token_never_reaches_run_logs_or_metadata(canvas, warehouse, institution, instance) -> None:
+    """Without this, the Canvas token could leak to everyone who can read the Dagster UI."""
+    semester = real_semesters(institution)[0]
+    result = backfill(canvas, warehouse, instance, semester)
+    assert result.success
+    records = instance.get_records_for_run(result.run_id).records
+    assert records
+    assert all(canvas.api_token not in str(record.event_log_entry) for record in records)
