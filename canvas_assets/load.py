@@ -60,6 +60,9 @@ def _copy_to_temp(
     ):
         for row in rows:
             copy.write_row(row)
+    # Fresh temp tables have no statistics: without them the planner picks nested-loop
+    # anti-joins that grow quadratically with the semester's size.
+    conn.execute(sql.SQL("ANALYZE {}").format(temp))
     return temp
 
 
