@@ -24,15 +24,12 @@ from pathlib import Path
 from canvas_assets.canvas import CanvasResource
 from canvas_assets.load import write_semester
 from canvas_assets.sandbox import SandboxServer, generate_institution  # noqa: I001
-from canvas_assets.schemas import TABLE_MODELS, frame, validate_semester
+from canvas_assets.schemas import validate_semester
 from canvas_assets.semester import (
-    course_rows,
-    enrollment_rows,
     fetch_semester,
     fetch_terms,
     find_term,
-    section_rows,
-    user_rows,
+    snapshot_frames,
 )
 from canvas_assets.warehouse import WarehouseResource, embedded_database_url
 
@@ -47,12 +44,7 @@ def one_run(sandbox: SandboxServer, db_url: str, semester: str, concurrency: int
     term = find_term(fetch_terms(session), semester)
     snapshot = fetch_semester(session, term, semester, datetime.now(UTC))
     fetched = time.perf_counter()
-    raw = {
-        "courses": frame(TABLE_MODELS["courses"], course_rows(snapshot)),
-        "sections": frame(TABLE_MODELS["sections"], section_rows(snapshot)),
-        "enrollments": frame(TABLE_MODELS["enrollments"], enrollment_rows(snapshot)),
-        "users": frame(TABLE_MODELS["users"], user_rows(snapshot)),
-    }
+    raw = snapshot_frames(snapshot)
     report = validate_semester(semester, term.get("sis_term_id"), raw)
     assert report.ok, report.message(semester)
     validated = time.perf_counter()

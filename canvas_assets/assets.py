@@ -28,14 +28,11 @@ from canvas_assets.schemas import (
     validate_semester,
 )
 from canvas_assets.semester import (
-    course_rows,
-    enrollment_rows,
     fetch_semester,
     fetch_terms,
     find_term,
-    section_rows,
+    snapshot_frames,
     term_row,
-    user_rows,
 )
 from canvas_assets.warehouse import WarehouseResource
 
@@ -214,12 +211,7 @@ def semester_tables(
         finally:
             session.close()
 
-        raw = {
-            "courses": frame(TABLE_MODELS["courses"], course_rows(snapshot)),
-            "sections": frame(TABLE_MODELS["sections"], section_rows(snapshot)),
-            "enrollments": frame(TABLE_MODELS["enrollments"], enrollment_rows(snapshot)),
-            "users": frame(TABLE_MODELS["users"], user_rows(snapshot)),
-        }
+        raw = snapshot_frames(snapshot)
         report = validate_semester(semester, term.get("sis_term_id"), raw)
         yield from _check_results(report, raw)
         if not report.ok:

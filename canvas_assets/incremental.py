@@ -25,14 +25,12 @@ from psycopg import sql
 
 from canvas_assets.canvas import CanvasNotFoundError, CanvasSession
 from canvas_assets.load import upsert_rows
-from canvas_assets.schemas import TABLE_MODELS, ValidationReport, frame, validate_semester
+from canvas_assets.schemas import ValidationReport, validate_semester
 from canvas_assets.semester import (
-    ENROLLMENT_STATES_FETCHED,
     SemesterSnapshot,
-    course_rows,
-    enrollment_rows,
-    section_rows,
+    fetch_course_children,
     semester_key,
+    snapshot_frames,
     user_row,
 )
 from canvas_assets.settings import semester_matches
@@ -355,15 +353,7 @@ def apply_semester_events(
             **{uid: u for uid, u in fetched.items() if u is not None},
         }
 
-        raw = {
-            "courses": frame(TABLE_MODELS["courses"], course_rows(snapshot)),
-            "sections": frame(TABLE_MODELS["sections"], section_rows(snapshot)),
-            "enrollments": frame(TABLE_MODELS["enrollments"], enrollment_rows(snapshot)),
-            "users": frame(
-                TABLE_MODELS["users"],
-                [user_row(u, semester) for _, u in sorted(snapshot.users.items())],
-            ),
-        }
+        raw = snapshot_frames(snapshot)
         report = validate_semester(semester, term.get("sis_term_id"), raw)
         if not report.ok:
             raise LiveEventsValidationError(report, semester)
@@ -487,19 +477,6 @@ def _fetch_courses(
         if not course.get("account_name") and isinstance(course.get("account"), dict):
             course["account_name"] = course["account"].get("name")
     snapshot.courses = live
-    enrollment_params = [("state[]", state) for state in ENROLLMENT_STATES_FETCHED]
-
-    def children(course: dict) -> tuple[list[dict], list[dict]]:
-        sections = list(
-            session.paginate(f"/courses/{course['id']}/sections", [("include[]", "total_students")])
-        )
-        enrollments = list(
-            session.paginate(f"/courses/{course['id']}/enrollments", enrollment_params)
-        )
-        return sections, enrollments
-
-    for sections, enrollments in session.map_concurrent(children, live):
-        snapshot.sections.extend(sections)
-        snapshot.enrollments.extend(enrollments)
+    fetch_course_children(session, snapshot)
     gone = set(course_ids) - {int(c["id"]) for c in live}
     return snapshot, gone

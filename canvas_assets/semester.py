@@ -17,6 +17,7 @@ from datetime import datetime
 import pandas as pd
 
 from canvas_assets.canvas import CanvasSession
+from canvas_assets.schemas import TABLE_MODELS, frame
 
 COURSE_STATES_FETCHED = ("created", "claimed", "available", "completed")
 ENROLLMENT_STATES_FETCHED = ("active", "invited", "creation_pending", "completed", "inactive")
@@ -63,7 +64,13 @@ def fetch_semester(
     ]
     params += [("state[]", state) for state in COURSE_STATES_FETCHED]
     snapshot.courses = list(session.paginate(session.account_path("/courses"), params))
+    fetch_course_children(session, snapshot)
+    snapshot.users = fetch_users(session, {int(e["user_id"]) for e in snapshot.enrollments})
+    return snapshot
 
+
+def fetch_course_children(session: CanvasSession, snapshot: SemesterSnapshot) -> None:
+    """Add the sections and enrollments of ``snapshot.courses``, fetched per course in parallel."""
     enrollment_params = [("state[]", state) for state in ENROLLMENT_STATES_FETCHED]
 
     def per_course(course: dict) -> tuple[list[dict], list[dict]]:
@@ -78,9 +85,6 @@ def fetch_semester(
     for sections, enrollments in session.map_concurrent(per_course, snapshot.courses):
         snapshot.sections.extend(sections)
         snapshot.enrollments.extend(enrollments)
-
-    snapshot.users = fetch_users(session, {int(e["user_id"]) for e in snapshot.enrollments})
-    return snapshot
 
 
 def fetch_users(session: CanvasSession, user_ids: set[int]) -> dict[int, dict]:
@@ -274,3 +278,13 @@ def user_row(user: dict, semester: str) -> dict:
 
 def user_rows(snapshot: SemesterSnapshot) -> list[dict]:
     return [user_row(user, snapshot.semester) for _, user in sorted(snapshot.users.items())]
+
+
+def snapshot_frames(snapshot: SemesterSnapshot) -> dict[str, pd.DataFrame]:
+    """The snapshot's rows for each semester table, typed for validation."""
+    return {
+        "courses": frame(TABLE_MODELS["courses"], course_rows(snapshot)),
+        "sections": frame(TABLE_MODELS["sections"], section_rows(snapshot)),
+        "enrollments": frame(TABLE_MODELS["enrollments"], enrollment_rows(snapshot)),
+        "users": frame(TABLE_MODELS["users"], user_rows(snapshot)),
+    }
