@@ -14,6 +14,7 @@ from canvas_assets.canvas import CanvasError, CanvasResource, CanvasSession
 from canvas_assets.incremental import LiveEventsValidationError, apply_semester_events
 from canvas_assets.load import (
     SEMESTER_TABLES,
+    mark_live_events_applied,
     mark_sync_finished,
     mark_sync_started,
     write_semester,
@@ -34,6 +35,7 @@ from canvas_assets.semester import (
     snapshot_frames,
     term_row,
 )
+from canvas_assets.settings import SyncSettings
 from canvas_assets.warehouse import WarehouseResource
 
 TERMS_KEY = dg.AssetKey(["canvas", "terms"])
@@ -186,40 +188,27 @@ def semester_tables(
     schema = warehouse.table_schema()
     observed_at = datetime.now(UTC)
     with warehouse.connect() as conn:
-        if config.mode == "backfill":
-            mark_sync_started(conn, schema, semester)
+        if config.mode == "live_events":
+            yield from _apply_live_events(conn, schema, canvas.session(context.log), semester)
+            return
+        mark_sync_started(conn, schema, semester)
         session = canvas.session(context.log)
         try:
-            term = _semester_term(session, semester)
-            if config.mode == "live_events":
-                try:
-                    applied = apply_semester_events(
-                        conn, schema, session, semester, term, observed_at
-                    )
-                except LiveEventsValidationError as exc:
-                    yield from _check_results(exc.report, {})
-                    mark_sync_finished(conn, schema, semester, error=str(exc))
-                    raise dg.Failure(description=str(exc)) from None
-                mark_sync_finished(conn, schema, semester)
-                yield from _live_results(semester, applied, session)
-                return
-            snapshot = fetch_semester(session, term, semester, observed_at)
-        except (CanvasError, dg.Failure) as exc:
-            message = exc.description if isinstance(exc, dg.Failure) else str(exc)
-            mark_sync_finished(conn, schema, semester, error=message)
+            try:
+                term = _semester_term(session, semester)
+                snapshot = fetch_semester(session, term, semester, observed_at)
+            finally:
+                session.close()
+            raw = snapshot_frames(snapshot)
+            report = validate_semester(semester, term.get("sis_term_id"), raw)
+            yield from _check_results(report, raw)
+            if not report.ok:
+                raise dg.Failure(description=report.message(semester))
+            counts = write_semester(conn, schema, semester, report.frames, observed_at)
+        except Exception as exc:
+            # Whatever failed, the card says so (not "syncing" forever) and nothing was written.
+            mark_sync_finished(conn, schema, semester, error=_failure_message(exc))
             raise
-        finally:
-            session.close()
-
-        raw = snapshot_frames(snapshot)
-        report = validate_semester(semester, term.get("sis_term_id"), raw)
-        yield from _check_results(report, raw)
-        if not report.ok:
-            message = report.message(semester)
-            mark_sync_finished(conn, schema, semester, error=message)
-            raise dg.Failure(description=message)
-
-        counts = write_semester(conn, schema, semester, report.frames, observed_at)
         mark_sync_finished(conn, schema, semester)
 
     source_counts = {
@@ -242,6 +231,35 @@ def semester_tables(
         )
 
 
+def _failure_message(exc: Exception) -> str:
+    if isinstance(exc, dg.Failure):
+        return exc.description or "failed"
+    if isinstance(exc, CanvasError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _apply_live_events(conn, schema: str, session: CanvasSession, semester: str):
+    """Apply the semester's landed Live Events (see ``incremental.py``)."""
+    try:
+        term = _semester_term(session, semester)
+        target = SyncSettings.from_env().target_semesters
+        applied = apply_semester_events(
+            conn, schema, session, semester, term, datetime.now(UTC), target
+        )
+    except LiveEventsValidationError as exc:
+        yield from _check_results(exc.report, {})
+        mark_live_events_applied(conn, schema, semester, error=str(exc))
+        raise dg.Failure(description=str(exc)) from None
+    except Exception as exc:
+        mark_live_events_applied(conn, schema, semester, error=_failure_message(exc))
+        raise
+    finally:
+        session.close()
+    mark_live_events_applied(conn, schema, semester)
+    yield from _live_results(semester, applied, session)
+
+
 def _live_results(semester: str, applied, session: CanvasSession):
     frames = applied.frames or {}
     empty_report = ValidationReport(frames=frames, failures={})
@@ -256,6 +274,7 @@ def _live_results(semester: str, applied, session: CanvasSession):
             "events_stale": applied.stale,
             "courses_refreshed": applied.courses_refreshed,
             "courses_gone": applied.courses_gone,
+            "events_forwarded": applied.forwarded,
             **(counts.as_metadata() if counts else {}),
             **session.stats.as_metadata(),
         }

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import dagster as dg
 import requests
@@ -215,6 +216,14 @@ class CanvasSession:
     # -- low level ---------------------------------------------------------------------------
     def _url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
+            # The session sends the token with every request: never to another origin.
+            origin = "://".join(urlsplit(path)[:2]).lower()
+            if origin != "://".join(urlsplit(self.base_url)[:2]).lower():
+                raise CanvasError(
+                    f"Canvas returned a link to {origin}, which is not CANVAS_BASE_URL "
+                    f"({self.base_url}); refusing to send the token there. Set CANVAS_BASE_URL "
+                    "to the address Canvas uses in its own links."
+                )
             return path
         return f"{self.base_url}/api/v1/{path.lstrip('/')}"
 
@@ -297,7 +306,8 @@ class CanvasSession:
             body = response.json()
             items = body[key] if key is not None else body
             yield from items
-            url = response.links.get("next", {}).get("url")
+            next_url = response.links.get("next", {}).get("url")
+            url = self._url(next_url) if next_url else None
             request_params = None  # the next URL already carries every parameter
 
     def account_path(self, suffix: str = "") -> str:

@@ -8,23 +8,30 @@ courses. Everything for one semester (rows and the events' applied marks) commit
 transaction, so a crash leaves the events pending and nothing half-applied; applying twice
 changes nothing.
 
-Ordering: an event whose time is not newer than what the rows already hold (``source_updated_at``
-of the course row, written by a backfill or an earlier apply) is already reflected and is marked
-``stale`` without a REST call. A newer event re-reads current data, so an old event can never
-write old values and a deleted object stays deleted.
+Ordering: an event clearly older (by ``STALE_MARGIN``) than what the rows already hold
+(``source_updated_at`` of the course row, written by a backfill or an earlier apply) is already
+reflected and is marked ``stale`` without a REST call. Any other event re-reads current data, so
+an old event can never write old values and a deleted object stays deleted.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import psycopg
 from psycopg import sql
 
-from canvas_assets.canvas import CanvasNotFoundError, CanvasSession
-from canvas_assets.load import upsert_rows
+from canvas_assets.canvas import (
+    CanvasError,
+    CanvasNotFoundError,
+    CanvasPermissionError,
+    CanvasSession,
+)
+from canvas_assets.load import lock_semester, upsert_rows
 from canvas_assets.schemas import ValidationReport, validate_semester
 from canvas_assets.semester import (
     SemesterSnapshot,
@@ -35,6 +42,10 @@ from canvas_assets.semester import (
 )
 from canvas_assets.settings import semester_matches
 
+# Canvas's clock and ours differ, and Canvas may stamp an event before its change commits: an
+# event counts as already reflected only when it is this much older than the row's data. A
+# non-stale event costs a REST re-read, never a wrong write.
+STALE_MARGIN = timedelta(minutes=2)
 COURSE_INCLUDES = ("term", "total_students", "teachers", "account_name", "account")
 # Above this many affected courses, one pass over the term's course list is cheaper.
 COURSE_LIST_THRESHOLD = 20
@@ -57,6 +68,7 @@ class RouteResult:
     skipped: int = 0
     out_of_target: int = 0
     unresolved: int = 0
+    lookup_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -75,9 +87,38 @@ def route_pending(
     partitions: set[str],
     target_semesters: tuple[str, ...],
     max_rest_lookups: int = 50,
+    deadline: float | None = None,
 ) -> RouteResult:
-    """Give every pending, unrouted event its course and semester, or close it as skipped."""
+    """Give every pending, unrouted event its course and semester, or close it as skipped.
+
+    REST look-ups are bounded by ``max_rest_lookups`` and the monotonic ``deadline``; an object
+    Canvas will not show now (an error other than 404) leaves its events unresolved for a later
+    tick without holding up the others.
+    """
     result = RouteResult()
+    lookups = 0
+
+    def rest_lookup(fetch: Callable[[], object]) -> tuple[bool, object]:
+        """(resolved, value): value None means Canvas has no such object."""
+        nonlocal lookups
+        if session is None or lookups >= max_rest_lookups:
+            return False, None
+        if deadline is not None and time.monotonic() >= deadline:
+            return False, None
+        lookups += 1
+        try:
+            return True, fetch()
+        except CanvasNotFoundError:
+            return True, None
+        except CanvasPermissionError:  # this object only
+            result.lookup_errors += 1
+            return False, None
+        except CanvasError:
+            # Canvas is down, throttling or refusing the token: stop asking for this tick.
+            lookups = max_rest_lookups
+            result.lookup_errors += 1
+            return False, None
+
     events = conn.execute(
         sql.SQL(
             "SELECT seq, event_name, course_id, enrollment_id, user_id FROM {} "
@@ -110,7 +151,6 @@ def route_pending(
             {e[3] for e in events if e[2] is None and e[3] is not None} - enrollment_course.keys(),
         ).items()
     )
-    lookups = 0
     missing_enrollments: set[int] = set()
     for _, _, course_id, enrollment_id, _ in events:
         if (
@@ -120,14 +160,11 @@ def route_pending(
         ):
             missing_enrollments.add(enrollment_id)
     for enrollment_id in sorted(missing_enrollments):
-        if session is None or lookups >= max_rest_lookups:
-            break
-        lookups += 1
-        try:
-            found = session.get(session.account_path(f"/enrollments/{enrollment_id}"))
-            enrollment_course[enrollment_id] = int(found["course_id"])
-        except CanvasNotFoundError:
-            enrollment_course[enrollment_id] = None
+        resolved, found = rest_lookup(
+            lambda e=enrollment_id: session.get(session.account_path(f"/enrollments/{e}"))
+        )
+        if resolved:
+            enrollment_course[enrollment_id] = int(found["course_id"]) if found else None
 
     def course_of(event: tuple) -> int | None:
         _, _, course_id, enrollment_id, _ = event
@@ -146,16 +183,12 @@ def route_pending(
         course_ids,
     )
     for course_id in sorted(course_ids - course_semester.keys()):
-        if session is None or lookups >= max_rest_lookups:
-            break
-        lookups += 1
-        try:
-            course = session.get(f"/courses/{course_id}", [("include[]", "term")])
-            course_semester[course_id] = (
-                semester_key(course["term"]) if course.get("term") else None
-            )
-        except CanvasNotFoundError:
-            course_semester[course_id] = None  # deleted before we ever saw it
+        resolved, course = rest_lookup(
+            lambda c=course_id: session.get(f"/courses/{c}", [("include[]", "term")])
+        )
+        if resolved:  # None: deleted before we ever saw it
+            term = course.get("term") if course else None
+            course_semester[course_id] = semester_key(term) if term else None
 
     # A person can be enrolled in several semesters: their event is applied in each.
     user_semesters: dict[int, list[str]] = defaultdict(list)
@@ -212,17 +245,7 @@ def route_pending(
             ).format(_t(schema, "live_events")),
             [(s, c, o, o, q) for s, c, o, q in updates],
         )
-        # One landed row per extra semester, keyed off the original so re-routing is a no-op.
-        cur.executemany(
-            sql.SQL(
-                "INSERT INTO {t} (event_key, message_id, event_name, event_time, supported, "
-                "course_id, section_id, enrollment_id, user_id, envelope, semester) "
-                "SELECT event_key || ':' || %s, message_id, event_name, event_time, supported, "
-                "course_id, section_id, enrollment_id, user_id, envelope, %s FROM {t} "
-                "WHERE seq = %s ON CONFLICT (event_key) DO NOTHING"
-            ).format(t=_t(schema, "live_events")),
-            [(semester, semester, seq) for seq, semester in copies],
-        )
+        _copy_events(cur, schema, copies)  # one landed row per extra semester
     return result
 
 
@@ -230,12 +253,19 @@ def pending_semesters(
     conn: psycopg.Connection, schema: str, partitions: set[str] | None = None
 ) -> dict[str, int]:
     """Semesters (among ``partitions``, if given) with routed events waiting to be applied, and
-    their newest event's seq."""
+    their newest event's seq.
+
+    Only semesters whose backfill has completed once qualify: applying a few courses' events to
+    a semester that was never imported would show a half-imported semester. Their events wait,
+    and the first apply after the backfill closes those the backfill already covered as stale.
+    """
     rows = conn.execute(
         sql.SQL(
-            "SELECT semester, max(seq) FROM {} WHERE applied_at IS NULL AND semester IS NOT NULL "
-            "GROUP BY semester ORDER BY semester"
-        ).format(_t(schema, "live_events"))
+            "SELECT e.semester, max(e.seq) FROM {events} AS e JOIN {status} AS s "
+            "ON s.semester = e.semester AND s.last_sync_completed_at IS NOT NULL "
+            "WHERE e.applied_at IS NULL AND e.semester IS NOT NULL "
+            "GROUP BY e.semester ORDER BY e.semester"
+        ).format(events=_t(schema, "live_events"), status=_t(schema, "semester_sync_status"))
     ).fetchall()
     return {
         semester: int(seq) for semester, seq in rows if partitions is None or semester in partitions
@@ -251,6 +281,7 @@ class ApplyResult:
     courses_refreshed: int = 0
     courses_gone: int = 0
     users_refreshed: int = 0
+    forwarded: int = 0
     counts: dict = field(default_factory=dict)
     frames: dict = field(default_factory=dict)
 
@@ -276,10 +307,14 @@ def apply_semester_events(
     semester: str,
     term: dict,
     observed_at: datetime,
+    target_semesters: tuple[str, ...] = (),
 ) -> ApplyResult:
     """Apply every pending event of ``semester`` in one transaction."""
     result = ApplyResult()
     with conn.transaction():
+        # Held through the REST re-read too: an apply's rows are never older than a concurrent
+        # writer's of the same semester.
+        lock_semester(conn, schema, semester)
         events = conn.execute(
             sql.SQL(
                 "SELECT seq, event_name, event_time, course_id, user_id FROM {} "
@@ -308,7 +343,7 @@ def apply_semester_events(
                 refresh_users.add(user_id)
                 outcomes[seq] = "applied"
                 continue
-            if course_id in held and event_time <= held[course_id]:
+            if course_id in held and event_time <= held[course_id] - STALE_MARGIN:
                 outcomes[seq] = "stale"
                 continue
             newest[course_id] = max(event_time, newest.get(course_id, event_time))
@@ -326,9 +361,22 @@ def apply_semester_events(
             for (course_id,) in taught:
                 newest.setdefault(course_id, observed_at)
 
-        snapshot, gone = _fetch_courses(session, semester, term, sorted(newest), observed_at)
+        snapshot, gone, moved = _fetch_courses(session, semester, term, sorted(newest), observed_at)
         result.courses_refreshed = len(snapshot.courses)
         result.courses_gone = len(gone)
+        # A course moved to another term leaves this semester (marked deleted below) and its
+        # events are routed on to the new one, which the sensor then applies.
+        forwarded = [
+            (seq, moved[course_id])
+            for seq, _name, _time, course_id, _user in events
+            if course_id in moved
+            and outcomes[seq] == "applied"
+            and semester_matches(moved[course_id], target_semesters)
+        ]
+        if forwarded:
+            with conn.cursor() as cur:
+                _copy_events(cur, schema, forwarded)
+        result.forwarded = len(forwarded)
 
         # Users: refresh those events named; reuse warehouse rows for the rest, fetch new ones.
         enrolled = {int(e["user_id"]) for e in snapshot.enrollments}
@@ -444,11 +492,19 @@ def _fetch_courses(
     term: dict,
     course_ids: list[int],
     observed_at: datetime,
-) -> tuple[SemesterSnapshot, set[int]]:
+) -> tuple[SemesterSnapshot, set[int], dict[int, str]]:
     """Current courses (with sections and enrollments) among ``course_ids`` that are in
-    ``semester``; the others are returned as gone (deleted, or moved to another term)."""
+    ``semester``; the others are returned as gone (deleted, or moved to another term), and
+    those moved to another term also with their new semester."""
     snapshot = SemesterSnapshot(semester=semester, term=term, fetched_at=observed_at)
     includes = [("include[]", name) for name in COURSE_INCLUDES]
+
+    def one(course_id: int) -> dict | None:
+        try:
+            return session.get(f"/courses/{course_id}", includes)
+        except CanvasNotFoundError:
+            return None
+
     if len(course_ids) > COURSE_LIST_THRESHOLD:
         params = [("enrollment_term_id", term["id"]), *includes]
         wanted = set(course_ids)
@@ -457,26 +513,38 @@ def _fetch_courses(
             for c in session.paginate(session.account_path("/courses"), params)
             if int(c["id"]) in wanted
         ]
+        # Courses not in the term's list were deleted or moved: find out which, one by one.
+        outside = sorted(wanted - {int(c["id"]) for c in courses})
+        courses += [c for c in session.map_concurrent(one, outside) if c is not None]
     else:
-
-        def one(course_id: int) -> dict | None:
-            try:
-                return session.get(f"/courses/{course_id}", includes)
-            except CanvasNotFoundError:
-                return None
-
         courses = [c for c in session.map_concurrent(one, course_ids) if c is not None]
-    live = [
-        c
-        for c in courses
-        if c.get("workflow_state") != "deleted"
-        and c.get("term")
-        and semester_key(c["term"]) == semester
-    ]
-    for course in live:
+    live: list[dict] = []
+    moved: dict[int, str] = {}
+    for course in courses:
+        if course.get("workflow_state") == "deleted" or not course.get("term"):
+            continue
+        if semester_key(course["term"]) != semester:
+            moved[int(course["id"])] = semester_key(course["term"])
+            continue
         if not course.get("account_name") and isinstance(course.get("account"), dict):
             course["account_name"] = course["account"].get("name")
+        live.append(course)
     snapshot.courses = live
     fetch_course_children(session, snapshot)
     gone = set(course_ids) - {int(c["id"]) for c in live}
-    return snapshot, gone
+    return snapshot, gone, moved
+
+
+def _copy_events(cur: psycopg.Cursor, schema: str, copies: list[tuple[int, str]]) -> None:
+    """Route a copy of event ``seq`` to another semester, keyed off the original so that doing
+    it again is a no-op."""
+    cur.executemany(
+        sql.SQL(
+            "INSERT INTO {t} (event_key, message_id, event_name, event_time, supported, "
+            "course_id, section_id, enrollment_id, user_id, envelope, semester) "
+            "SELECT event_key || ':' || %s, message_id, event_name, event_time, supported, "
+            "course_id, section_id, enrollment_id, user_id, envelope, %s FROM {t} "
+            "WHERE seq = %s ON CONFLICT (event_key) DO NOTHING"
+        ).format(t=_t(schema, "live_events")),
+        [(semester, semester, seq) for seq, semester in copies],
+    )

@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 SHARD_FACTOR = 10**13
+MAX_ID = 2**63 - 1  # ids are stored as PostgreSQL bigint
 
 # Event name → the body field holding the id of the object it concerns.
 COURSE_EVENTS = {"course_created", "course_updated", "course_completed"}
@@ -95,9 +96,12 @@ def normalize_id(value: object, own_shard: int | None, name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise QuarantineError(f"{name} must be an id string, got {type(value).__name__}")
     text = str(value).strip()
-    if not text.isdigit():
+    # isdigit() alone accepts "²" and other digits int() refuses.
+    if not (text.isascii() and text.isdigit()):
         raise QuarantineError(f"{name} {value!r} is not a Canvas id")
     number = int(text)
+    if number > MAX_ID:
+        raise QuarantineError(f"{name} {value!r} is larger than any Canvas id (bigint)")
     if number >= SHARD_FACTOR and own_shard is not None and number // SHARD_FACTOR == own_shard:
         return number % SHARD_FACTOR
     return number
@@ -225,49 +229,35 @@ def land_messages(
     result = LandResult()
     events = sql.SQL("{}.live_events").format(sql.Identifier(schema))
     quarantine = sql.SQL("{}.live_event_quarantine").format(sql.Identifier(schema))
+
+    def quarantine_message(cur: psycopg.Cursor, message_id: str | None, raw: object, reason: str):
+        text = raw if isinstance(raw, str) else repr(raw)
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {} (raw_key, message_id, reason, raw) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (raw_key) DO NOTHING"
+            ).format(quarantine),
+            # PostgreSQL text cannot hold NUL: keep it visible as an escape.
+            (event_key(text), message_id, reason, text.replace("\x00", "\\u0000")),
+        )
+        result.quarantined += 1
+
     with conn.transaction(), conn.cursor() as cur:
         for message_id, raw in messages:
             try:
                 event = parse_message(raw)
             except QuarantineError as exc:
-                cur.execute(
-                    sql.SQL(
-                        "INSERT INTO {} (raw_key, message_id, reason, raw) VALUES (%s, %s, %s, %s) "
-                        "ON CONFLICT (raw_key) DO NOTHING"
-                    ).format(quarantine),
-                    (
-                        event_key(raw if isinstance(raw, str) else repr(raw)),
-                        message_id,
-                        str(exc),
-                        raw if isinstance(raw, str) else repr(raw),
-                    ),
-                )
-                result.quarantined += 1
+                quarantine_message(cur, message_id, raw, str(exc))
                 continue
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {} (event_key, message_id, event_name, event_time, supported,"
-                    " course_id, section_id, enrollment_id, user_id, envelope, applied_at, outcome)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                    "  CASE WHEN %s THEN NULL ELSE now() END,"
-                    "  CASE WHEN %s THEN NULL ELSE 'unknown_event' END)"
-                    " ON CONFLICT (event_key) DO NOTHING"
-                ).format(events),
-                (
-                    event.event_key,
-                    message_id,
-                    event.event_name,
-                    event.event_time,
-                    event.supported,
-                    event.course_id,
-                    event.section_id,
-                    event.enrollment_id,
-                    event.user_id,
-                    Jsonb(event.envelope),
-                    event.supported,
-                    event.supported,
-                ),
-            )
+            try:
+                # A savepoint per message: one that PostgreSQL refuses (e.g. a NUL character
+                # in a jsonb string) is quarantined instead of failing its whole batch.
+                with conn.transaction():
+                    _insert_event(cur, events, message_id, event)
+            except psycopg.DataError as exc:
+                reason = f"PostgreSQL could not store it: {str(exc).splitlines()[0]}"
+                quarantine_message(cur, message_id, raw, reason)
+                continue
             if cur.rowcount == 0:
                 result.duplicates += 1
             elif event.supported:
@@ -275,3 +265,32 @@ def land_messages(
             else:
                 result.unknown += 1
     return result
+
+
+def _insert_event(
+    cur: psycopg.Cursor, events: sql.Composable, message_id: str | None, event: ParsedEvent
+) -> None:
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {} (event_key, message_id, event_name, event_time, supported,"
+            " course_id, section_id, enrollment_id, user_id, envelope, applied_at, outcome)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            "  CASE WHEN %s THEN NULL ELSE now() END,"
+            "  CASE WHEN %s THEN NULL ELSE 'unknown_event' END)"
+            " ON CONFLICT (event_key) DO NOTHING"
+        ).format(events),
+        (
+            event.event_key,
+            message_id,
+            event.event_name,
+            event.event_time,
+            event.supported,
+            event.course_id,
+            event.section_id,
+            event.enrollment_id,
+            event.user_id,
+            Jsonb(event.envelope),
+            event.supported,
+            event.supported,
+        ),
+    )

@@ -132,6 +132,12 @@ def upsert_rows(
     return counts
 
 
+def lock_semester(conn: psycopg.Connection, schema: str, semester: str) -> None:
+    """Serialise writers of one semester (a backfill and a Live Events apply) until the current
+    transaction ends, so they neither deadlock nor interleave; other semesters go on."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{schema}/{semester}",))
+
+
 def write_semester(
     conn: psycopg.Connection,
     schema: str,
@@ -142,6 +148,7 @@ def write_semester(
     """Write one semester's four tables in a single transaction: all of it or none of it."""
     counts: dict[str, WriteCounts] = {}
     with conn.transaction():
+        lock_semester(conn, schema, semester)
         for table in SEMESTER_TABLES:
             counts[table] = upsert_rows(
                 conn,
@@ -209,4 +216,28 @@ def mark_sync_finished(
                     "UPDATE {} SET status = 'failed', last_error = %s WHERE semester = %s"
                 ).format(_status_table(schema)),
                 (error[:2000], semester),
+            )
+
+
+def mark_live_events_applied(
+    conn: psycopg.Connection, schema: str, semester: str, error: str | None = None
+) -> None:
+    """Keep the card current after a Live Events apply without hiding a backfill's outcome: the
+    status stays what the last backfill left; a successful apply of a synced semester moves
+    ``last_sync_completed_at`` and clears an apply error, a failed one records its error."""
+    with conn.transaction():
+        if error is None:
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET last_sync_completed_at = now(), last_error = NULL "
+                    "WHERE semester = %s AND status = 'synced'"
+                ).format(_status_table(schema)),
+                (semester,),
+            )
+        else:
+            conn.execute(
+                sql.SQL("UPDATE {} SET last_error = %s WHERE semester = %s").format(
+                    _status_table(schema)
+                ),
+                (f"Live Events apply failed: {error}"[:2000], semester),
             )

@@ -126,7 +126,13 @@ def replay(
                 if term is None:
                     continue
                 result = apply_semester_events(
-                    conn, schema, session, semester, term, datetime.now(UTC)
+                    conn,
+                    schema,
+                    session,
+                    semester,
+                    term,
+                    datetime.now(UTC),
+                    settings.target_semesters,
                 )
                 report.applied += result.applied + result.stale
         finally:

@@ -16,7 +16,7 @@ from psycopg import sql
 
 from canvas_assets.assets import LIVE_EVENTS_KEY, LIVE_EVENTS_RUN_CONFIG
 from canvas_assets.canvas import CanvasResource
-from canvas_assets.incremental import pending_semesters, route_pending
+from canvas_assets.incremental import RouteResult, pending_semesters, route_pending
 from canvas_assets.jobs import semester_sync_job, terms_sync_job
 from canvas_assets.live_events import land_messages
 from canvas_assets.load import mark_semesters_added
@@ -103,6 +103,7 @@ def build_semester_auto_import_sensor(settings: SyncSettings) -> dg.SensorDefini
 
 # -- Live Events ------------------------------------------------------------------------------
 SENSOR_BUDGET_SECONDS = 20.0  # well under Dagster's 60 s sensor timeout
+ROUTING_DEADLINE_SECONDS = 40.0  # polling plus routing's REST look-ups stop by then
 
 
 @dataclass
@@ -153,19 +154,92 @@ def poll_queue(
     return totals
 
 
-def live_event_run_requests(pending: dict[str, int]) -> list[dg.RunRequest]:
-    """One apply run per semester with pending events; the key names the newest event, so a
-    tick that finds the same pending events does not launch a second run."""
-    return [
-        dg.RunRequest(
-            run_key=f"live-events:{semester}:{seq}",
-            partition_key=semester,
-            job_name=semester_sync_job.name,
-            run_config=LIVE_EVENTS_RUN_CONFIG,
-            tags={"canvas-assets/source": "live_events"},
+@dataclass(frozen=True)
+class ApplyRun:
+    """What the sensor needs to know of an earlier Live Events apply run of a semester."""
+
+    run_key: str
+    finished: bool
+    failed: bool
+    end_time: float | None = None
+
+
+RETRY_FIRST_DELAY_SECONDS = 30.0
+RETRY_MAX_DELAY_SECONDS = 1800.0
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds to wait after the ``attempts``-th failed apply before trying again."""
+    return min(RETRY_FIRST_DELAY_SECONDS * 2 ** max(attempts - 1, 0), RETRY_MAX_DELAY_SECONDS)
+
+
+def live_event_run_requests(
+    pending: dict[str, int],
+    recent_runs: dict[str, list[ApplyRun]] | None = None,
+    now: float | None = None,
+) -> list[dg.RunRequest]:
+    """One apply run per semester with pending events.
+
+    The run key names the newest pending event, so a tick that finds the same events does not
+    launch a second run. Dagster never reuses a run key, so when that run failed (Canvas down,
+    a validation failure, a killed worker) its events would wait forever: a retry gets its own
+    key, after a growing delay. No run is requested while one for the semester is in flight,
+    so two applies of one semester never overlap. ``recent_runs`` lists each semester's
+    earlier apply runs, newest first.
+    """
+    recent_runs = recent_runs or {}
+    now = time.time() if now is None else now
+    requests = []
+    for semester, seq in sorted(pending.items()):
+        runs = recent_runs.get(semester, [])
+        if any(not run.finished for run in runs):
+            continue
+        base = f"live-events:{semester}:{seq}"
+        attempts = [r for r in runs if r.run_key == base or r.run_key.startswith(f"{base}:")]
+        run_key = base
+        if attempts:
+            last = attempts[0]
+            ready_at = (last.end_time or 0.0) + retry_delay(len(attempts))
+            if last.failed and now < ready_at:
+                continue
+            run_key = f"{base}:retry-{len(attempts)}"
+        requests.append(
+            dg.RunRequest(
+                run_key=run_key,
+                partition_key=semester,
+                job_name=semester_sync_job.name,
+                run_config=LIVE_EVENTS_RUN_CONFIG,
+                tags={LIVE_EVENTS_RUN_TAG: "live_events"},
+            )
         )
-        for semester, seq in sorted(pending.items())
-    ]
+    return requests
+
+
+LIVE_EVENTS_RUN_TAG = "canvas-assets/source"
+_FAILED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+_FINISHED = _FAILED | {dg.DagsterRunStatus.SUCCESS}
+
+
+def recent_apply_runs(instance: dg.DagsterInstance, semesters: Iterable[str]) -> dict:
+    """Each semester's latest Live Events apply runs, newest first, as ``ApplyRun``s."""
+    found: dict[str, list[ApplyRun]] = {}
+    for semester in semesters:
+        records = instance.get_run_records(
+            filters=dg.RunsFilter(
+                tags={LIVE_EVENTS_RUN_TAG: "live_events", "dagster/partition": semester}
+            ),
+            limit=20,
+        )
+        found[semester] = [
+            ApplyRun(
+                run_key=record.dagster_run.tags.get("dagster/run_key", ""),
+                finished=record.dagster_run.status in _FINISHED,
+                failed=record.dagster_run.status in _FAILED,
+                end_time=record.end_time,
+            )
+            for record in records
+        ]
+    return found
 
 
 def build_live_events_sensor(settings: SyncSettings) -> dg.SensorDefinition:
@@ -186,12 +260,25 @@ def build_live_events_sensor(settings: SyncSettings) -> dg.SensorDefinition:
         if not sqs.queue_url:
             return dg.SkipReason("CANVAS_LIVE_EVENTS_QUEUE_URL is not set.")
         schema = warehouse.table_schema()
+        started = time.monotonic()
         with warehouse.connect() as conn:
             polled = poll_queue(sqs, sqs.client(), conn, schema)
             partitions = set(context.instance.get_dynamic_partitions(semester_partitions.name))
             session = canvas.session(context.log)
             try:
-                routed = route_pending(conn, schema, session, partitions, settings.target_semesters)
+                routed = route_pending(
+                    conn,
+                    schema,
+                    session,
+                    partitions,
+                    settings.target_semesters,
+                    deadline=started + ROUTING_DEADLINE_SECONDS,
+                )
+            except Exception:
+                # Landed events are safe; routing is retried next tick. Apply runs for events
+                # routed earlier must still be requested.
+                context.log.exception("Routing landed Live Events failed; retrying next tick.")
+                routed = RouteResult()
             finally:
                 session.close()
             pending = pending_semesters(conn, schema, partitions)
@@ -202,7 +289,7 @@ def build_live_events_sensor(settings: SyncSettings) -> dg.SensorDefinition:
                     LIVE_EVENTS_KEY, metadata={**polled.as_dict(), **routed.as_dict()}
                 )
             )
-        runs = live_event_run_requests(pending)
+        runs = live_event_run_requests(pending, recent_apply_runs(context.instance, pending))
         if not runs and not asset_events:
             return dg.SkipReason("No Live Events waiting.")
         return dg.SensorResult(run_requests=runs, asset_events=asset_events)

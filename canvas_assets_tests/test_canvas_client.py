@@ -1,12 +1,15 @@
 """The Canvas client against the sandbox over real HTTP."""
 
+import json
 import logging
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from canvas_assets.canvas import (
     CanvasAuthError,
+    CanvasError,
     CanvasNotFoundError,
     CanvasRequestError,
     CanvasResource,
@@ -98,3 +101,39 @@ def test_adaptive_concurrency_keeps_many_parallel_calls_under_the_bucket(sandbox
     # have kept the in-flight count low enough that the bucket never emptied for long.
     assert session.limiter.limit < 24
     assert session.stats.throttle_waits <= 10
+
+
+def test_pagination_link_to_another_origin_is_refused_and_keeps_the_token() -> None:
+    """Without this, a proxy or misconfigured Canvas that emits links to another host (or to
+    plain http) would receive the API token with the next page request."""
+    requests_seen: list[str] = []
+
+    class OnePage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            requests_seen.append(self.path)
+            body = json.dumps([{"id": 1}]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Link", '<http://elsewhere.invalid/api/v1/courses?page=2>; rel="next"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OnePage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = "token-that-must-stay-home"
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        session = CanvasResource(base_url=base, api_token=secret).session()
+        pages = session.paginate("/courses")
+        assert next(pages) == {"id": 1}
+        with pytest.raises(CanvasError) as info:
+            next(pages)
+    finally:
+        server.shutdown()
+    assert "CANVAS_BASE_URL" in str(info.value) and "elsewhere.invalid" in str(info.value)
+    assert secret not in str(info.value)
+    assert requests_seen == ["/api/v1/courses?per_page=100"]

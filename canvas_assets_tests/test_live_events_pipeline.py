@@ -12,11 +12,19 @@ import pytest
 from psycopg import sql
 
 from canvas_assets.assets import LIVE_EVENTS_RUN_CONFIG, semester_tables
+from canvas_assets.canvas import CanvasRequestError
 from canvas_assets.cli import main as cli_main
 from canvas_assets.incremental import apply_semester_events, pending_semesters, route_pending
+from canvas_assets.live_events import land_messages
 from canvas_assets.sandbox import ChangeDriver, envelope, global_id, send_envelopes
 from canvas_assets.semester import fetch_terms, find_term
-from canvas_assets.sensors import build_live_events_sensor, poll_queue
+from canvas_assets.sensors import (
+    build_live_events_sensor,
+    live_event_run_requests,
+    poll_queue,
+    recent_apply_runs,
+    retry_delay,
+)
 from canvas_assets.settings import SyncSettings
 from canvas_assets.sqs import SQSQueueResource
 
@@ -40,9 +48,11 @@ def land_and_apply(queue, warehouse, canvas, partitions, target=()) -> dict:
     with warehouse.connect() as conn:
         polled = poll_queue(queue, queue.client(), conn, schema, budget_seconds=60)
         session = canvas.session()
-        # The sensor routes a bounded number of REST look-ups per tick; ticks repeat until done.
+        # The sensor routes a bounded number of REST look-ups per tick; ticks repeat until done
+        # or until a tick makes no progress (Canvas down).
         for _ in range(20):
-            if route_pending(conn, schema, session, set(partitions), target).unresolved == 0:
+            routed = route_pending(conn, schema, session, set(partitions), target)
+            if routed.unresolved == 0 or routed.routed + routed.skipped + routed.out_of_target == 0:
                 break
         terms = fetch_terms(session)
         for semester in pending_semesters(conn, schema, set(partitions)):
@@ -197,7 +207,9 @@ def test_crash_between_landing_and_deleting_loses_nothing_and_applies_once(
     rows = live_event_rows(db, warehouse)
     assert [r[0] for r in rows[: len(landed_before)]] == [r[0] for r in landed_before]
     assert len({r[0] for r in rows}) == len(rows)  # each event landed once
-    assert all(r[2] for r in rows)  # and closed once
+    # ...and closed once; events of semesters never imported wait for their first backfill.
+    assert all(r[2] for r in rows if r[1] in (None, semester))
+    assert all(not r[2] and r[3] is None for r in rows if r[1] not in (None, semester))
     assert_converged(db, warehouse, institution, real_semesters(institution)[:1])
 
 
@@ -214,15 +226,22 @@ def test_failed_apply_leaves_events_pending_then_applies_them_once(
     driver.run(15)
     driver.flush()
     before = warehouse_semester(db, schema, semester)
-    sandbox.faults.error_rate = 1.0  # Canvas is down during the apply
-    with pytest.raises(Exception, match="HTTP 5"):
-        land_and_apply(queue, warehouse, canvas, real_semesters(institution))
+    session = canvas.session()
+    term = find_term(fetch_terms(session), semester)
+    with warehouse.connect() as conn:
+        poll_queue(queue, queue.client(), conn, schema, budget_seconds=60)
+        route_pending(conn, schema, session, set(real_semesters(institution)), ())
+        assert semester in pending_semesters(conn, schema)
+        sandbox.faults.error_rate = 1.0  # Canvas goes down during the apply
+        with pytest.raises(CanvasRequestError, match="HTTP 5"):
+            apply_semester_events(conn, schema, session, semester, term, datetime.now(UTC))
+    session.close()
     assert warehouse_semester(db, schema, semester) == before
     pending = [r for r in live_event_rows(db, warehouse) if not r[2]]
     assert pending
     sandbox.faults.error_rate = 0.0
     land_and_apply(queue, warehouse, canvas, real_semesters(institution))
-    assert all(r[2] for r in live_event_rows(db, warehouse))
+    assert all(r[2] for r in live_event_rows(db, warehouse) if r[1] in (None, semester))
     assert_converged(db, warehouse, institution, [semester])
 
 
@@ -314,10 +333,11 @@ def test_events_outside_target_semesters_are_acknowledged_and_skipped(
     assert queue_depth(queue) == 0
 
 
-def test_events_wait_for_a_semester_partition_that_is_about_to_be_added(
+def test_events_wait_until_their_semester_is_a_partition_and_imported(
     canvas, warehouse, db, institution, instance, queue
 ) -> None:
-    """Without this, events arriving before auto-import adds their semester would be dropped."""
+    """Without this, events arriving before auto-import adds and backfills their semester would
+    be dropped, or would write a few courses into a semester that was never imported."""
     first, second = real_semesters(institution)[:2]
     assert backfill(canvas, warehouse, instance, first).success
     course_id = next(iter(expected_semester(institution, second)["courses"]))
@@ -332,8 +352,18 @@ def test_events_wait_for_a_semester_partition_that_is_about_to_be_added(
     send_envelopes(queue.client(), queue.queue_url, [event])
     land_and_apply(queue, warehouse, canvas, [first])  # second is not a partition yet
     assert [r[1:] for r in live_event_rows(db, warehouse)] == [(second, False, None)]
-    land_and_apply(queue, warehouse, canvas, [first, second])  # auto-import added it
+    land_and_apply(queue, warehouse, canvas, [first, second])  # auto-import added it...
+    assert [r[1:] for r in live_event_rows(db, warehouse)] == [(second, False, None)]
+    assert not db.execute(
+        sql.SQL("SELECT 1 FROM {}.courses WHERE semester = %s").format(
+            sql.Identifier(warehouse.table_schema())
+        ),
+        (second,),
+    ).fetchall()
+    assert backfill(canvas, warehouse, instance, second).success  # ...and its backfill ran
+    land_and_apply(queue, warehouse, canvas, [first, second])
     assert [r[1:] for r in live_event_rows(db, warehouse)] == [(second, True, "applied")]
+    assert_converged(db, warehouse, institution, [second])
 
 
 def test_sensor_lands_and_requests_an_apply_run_that_updates_the_tables(
@@ -420,3 +450,178 @@ def test_replay_command_reports_and_applies_archived_events(
     assert name == ("Replayed",)
     assert cli_main(["events", "replay", str(archive)]) == 0
     assert "applied 0, duplicate 3, skipped 0, quarantined 1" in capsys.readouterr().out
+
+
+def test_messages_postgres_refuses_are_quarantined_without_failing_their_batch(
+    warehouse, db
+) -> None:
+    """Without this, one message with a NUL character or an id PostgreSQL cannot hold would
+    roll back its whole batch, so its valid neighbours would never land and be redelivered
+    until the dead-letter queue took them."""
+    schema = warehouse.table_schema()
+
+    def message(course_id: str, name: str = "A course") -> str:
+        return json.dumps(
+            {
+                "metadata": {"event_name": "course_updated", "event_time": "2026-09-01T10:00:00Z"},
+                "body": {"course_id": course_id, "name": name},
+            }
+        )
+
+    batch = [
+        ("m1", message("²")),  # a digit to str.isdigit(), not to int()
+        ("m2", message(str(2**64))),  # beyond bigint
+        ("m3", message("12", name="nul \u0000 inside")),  # jsonb refuses \u0000
+        ("m4", message("12")),
+    ]
+    with warehouse.connect() as conn:
+        result = land_messages(conn, schema, batch)
+    assert (result.quarantined, result.landed) == (3, 1)
+    quarantined = db.execute(
+        sql.SQL(
+            "SELECT message_id, reason FROM {}.live_event_quarantine ORDER BY message_id"
+        ).format(sql.Identifier(schema))
+    ).fetchall()
+    assert [m for m, _ in quarantined] == ["m1", "m2", "m3"]
+    assert "not a Canvas id" in quarantined[0][1] and "bigint" in quarantined[1][1]
+    assert "PostgreSQL could not store it" in quarantined[2][1]
+    landed = db.execute(
+        sql.SQL("SELECT message_id, course_id FROM {}.live_events").format(sql.Identifier(schema))
+    ).fetchall()
+    assert landed == [("m4", 12)]
+
+
+def test_a_failed_apply_run_is_retried_by_the_sensor_after_a_delay(
+    canvas, warehouse, db, institution, instance, queue, sandbox
+) -> None:
+    """Without this, Dagster's one-run-per-run-key rule would leave the events of a failed apply
+    run pending forever: every later tick would request the same, already used, run key."""
+    semester = real_semesters(institution)[0]
+    assert backfill(canvas, warehouse, instance, semester).success
+    course_id = next(iter(expected_semester(institution, semester)["courses"]))
+    with institution.lock:
+        institution.courses[course_id]["name"] = "Renamed while Canvas was flaky"
+    event = envelope(
+        institution,
+        "course_updated",
+        {"course_id": str(global_id(course_id)), "name": "Renamed while Canvas was flaky"},
+        event_time=datetime.now(UTC) + timedelta(seconds=1),
+    )
+    send_envelopes(queue.client(), queue.queue_url, [event])
+    sensor = build_live_events_sensor(SyncSettings.from_env({}))
+    resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
+
+    def launch(request: dg.RunRequest) -> bool:
+        """Run the request the way the daemon would: its tags and run key on the run."""
+        return dg.materialize(
+            [semester_tables],
+            partition_key=request.partition_key,
+            run_config=request.run_config,
+            tags={**request.tags, "dagster/run_key": request.run_key},
+            resources={"canvas": canvas, "warehouse": warehouse},
+            instance=instance,
+            raise_on_error=False,
+        ).success
+
+    first = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert isinstance(first, dg.SensorResult) and len(first.run_requests) == 1
+    sandbox.faults.error_rate = 1.0  # Canvas is down for the apply run
+    assert not launch(first.run_requests[0])
+    sandbox.faults.error_rate = 0.0
+
+    schema = warehouse.table_schema()
+    with warehouse.connect() as conn:
+        pending = pending_semesters(conn, schema)
+    assert list(pending) == [semester]
+    runs = recent_apply_runs(instance, pending)
+    assert [(r.finished, r.failed) for r in runs[semester]] == [(True, True)]
+    assert live_event_run_requests(pending, runs) == []  # waits before retrying
+    retry = live_event_run_requests(pending, runs, now=time.time() + retry_delay(1) + 1)
+    assert [r.run_key for r in retry] == [f"{first.run_requests[0].run_key}:retry-1"]
+    status = db.execute(
+        sql.SQL(
+            "SELECT status, last_error FROM {}.semester_sync_status WHERE semester = %s"
+        ).format(sql.Identifier(schema)),
+        (semester,),
+    ).fetchone()
+    assert status[0] == "synced" and status[1].startswith("Live Events apply failed")
+
+    assert launch(retry[0])
+    name = db.execute(
+        sql.SQL("SELECT name FROM {}.courses WHERE semester = %s AND institution_id = %s").format(
+            sql.Identifier(schema)
+        ),
+        (semester, course_id),
+    ).fetchone()
+    assert name == ("Renamed while Canvas was flaky",)
+    again = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert isinstance(again, dg.SkipReason)
+    assert db.execute(
+        sql.SQL("SELECT last_error FROM {}.semester_sync_status WHERE semester = %s").format(
+            sql.Identifier(schema)
+        ),
+        (semester,),
+    ).fetchone() == (None,)
+
+
+def test_a_course_moved_to_another_term_follows_its_events_to_the_new_semester(
+    canvas, warehouse, db, institution, instance, queue
+) -> None:
+    """Without this, a course moved to another term would vanish from the old semester and not
+    appear in the new one until the next nightly reconciliation."""
+    old, new = real_semesters(institution)[:2]
+    for semester in (old, new):
+        assert backfill(canvas, warehouse, instance, semester).success
+    new_term = next(t for t in institution.terms.values() if t["sis_term_id"] == new)
+    course_id = next(iter(expected_semester(institution, old)["courses"]))
+    with institution.lock:
+        institution.courses[course_id]["enrollment_term_id"] = new_term["id"]
+    event = envelope(
+        institution,
+        "course_updated",
+        {"course_id": str(global_id(course_id)), "enrollment_term_id": str(new_term["id"])},
+        event_time=datetime.now(UTC) + timedelta(seconds=1),
+    )
+    send_envelopes(queue.client(), queue.queue_url, [event])
+    land_and_apply(queue, warehouse, canvas, [old, new])  # leaves the old semester
+    land_and_apply(queue, warehouse, canvas, [old, new])  # the forwarded copy reaches the new
+    assert_converged(db, warehouse, institution, [old, new])
+    rows = [r[1:] for r in live_event_rows(db, warehouse)]
+    assert rows == [(old, True, "applied"), (new, True, "applied")]
+
+
+def test_sensor_keeps_requesting_runs_while_canvas_cannot_route_an_event(
+    canvas, warehouse, db, institution, instance, queue, sandbox
+) -> None:
+    """Without this, one event whose course Canvas cannot show right now (Canvas down, a 5xx)
+    would make every sensor tick fail, so no semester's events would be applied."""
+    known, unknown = real_semesters(institution)[:2]
+    assert backfill(canvas, warehouse, instance, known).success
+    known_course = next(iter(expected_semester(institution, known)["courses"]))
+    unknown_course = next(iter(expected_semester(institution, unknown)["courses"]))
+    events = [
+        envelope(
+            institution,
+            "course_updated",
+            {"course_id": str(global_id(course)), "name": "x"},
+            event_time=datetime.now(UTC) + timedelta(seconds=1),
+        )
+        for course in (known_course, unknown_course)
+    ]
+    send_envelopes(queue.client(), queue.queue_url, events)
+    sensor = build_live_events_sensor(SyncSettings.from_env({}))
+    resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
+    sandbox.faults.error_rate = 1.0
+    try:
+        result = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    finally:
+        sandbox.faults.error_rate = 0.0
+    assert isinstance(result, dg.SensorResult)
+    assert [r.partition_key for r in result.run_requests] == [known]
+    metadata = result.asset_events[0].metadata
+    assert metadata["landed"].value == 2 and metadata["unresolved"].value == 1
+    assert metadata["lookup_errors"].value >= 1
+    assert queue_depth(queue) == 0
+    with warehouse.connect() as conn:  # Canvas is back: the held event is routed
+        route_pending(conn, warehouse.table_schema(), canvas.session(), {known, unknown}, ())
+    assert sorted(r[1] for r in live_event_rows(db, warehouse)) == sorted([known, unknown])

@@ -2,6 +2,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from canvas_assets.load import (
+    mark_live_events_applied,
+    mark_semesters_added,
+    mark_sync_finished,
+    mark_sync_started,
+)
 from canvas_assets.settings import SettingError
 from canvas_assets.warehouse import MIGRATIONS, WarehouseError, WarehouseResource, migrate
 
@@ -76,3 +82,38 @@ def test_embedded_postgres_keeps_data_across_restarts(tmp_path) -> None:
             assert conn.execute("SELECT value FROM kept").fetchone() == (42,)
     finally:
         restarted.cleanup()
+
+
+def test_live_events_applies_never_hide_a_failed_or_missing_backfill(
+    warehouse: WarehouseResource,
+) -> None:
+    """Without this, the Imported Semesters card would show a failed (or never completed)
+    backfill as synced as soon as one Live Event was applied."""
+    schema = warehouse.table_schema()
+    table = sql.SQL("{}.semester_sync_status").format(sql.Identifier(schema))
+    with warehouse.connect() as conn:
+        mark_semesters_added(conn, schema, ["2026FA", "2026SP"])
+        mark_sync_started(conn, schema, "2026FA")
+        mark_sync_finished(conn, schema, "2026FA", error="Canvas answered HTTP 500")
+        mark_live_events_applied(conn, schema, "2026FA")
+        mark_live_events_applied(conn, schema, "2026SP")
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT semester, status, last_sync_completed_at IS NOT NULL, last_error FROM {} "
+                "ORDER BY semester"
+            ).format(table)
+        ).fetchall()
+        assert rows == [
+            ("2026FA", "failed", False, "Canvas answered HTTP 500"),
+            ("2026SP", "added", False, None),
+        ]
+        mark_sync_started(conn, schema, "2026FA")
+        mark_sync_finished(conn, schema, "2026FA")
+        mark_live_events_applied(conn, schema, "2026FA", error="HTTP 503")
+        assert conn.execute(
+            sql.SQL("SELECT status, last_error FROM {} WHERE semester = '2026FA'").format(table)
+        ).fetchone() == ("synced", "Live Events apply failed: HTTP 503")
+        mark_live_events_applied(conn, schema, "2026FA")
+        assert conn.execute(
+            sql.SQL("SELECT status, last_error FROM {} WHERE semester = '2026FA'").format(table)
+        ).fetchone() == ("synced", None)
