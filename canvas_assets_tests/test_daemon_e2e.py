@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import psutil
@@ -15,11 +14,10 @@ import psycopg
 from psycopg import sql
 
 from canvas_assets.devstack import free_port
-from canvas_assets.sandbox import envelope, global_id, send_envelopes
 from canvas_assets.warehouse import ensure_database
 
 from .conftest import SANDBOX_TOKEN
-from .truth import expected_semester, semester_of
+from .truth import rename_course_in_canvas, semester_of
 
 
 def _database_url(server_url: str, database: str) -> str:
@@ -93,16 +91,7 @@ def test_live_event_reaches_postgres_through_the_daemon(
                 time.sleep(2)
             children = psutil.Process(proc.pid).children(recursive=True)
 
-            course_id = next(iter(expected_semester(institution, semester)["courses"]))
-            with institution.lock:
-                institution.courses[course_id]["name"] = "Renamed in Canvas"
-            event = envelope(
-                institution,
-                "course_updated",
-                {"course_id": str(global_id(course_id)), "name": "Renamed in Canvas"},
-                event_time=datetime.now(UTC) + timedelta(seconds=1),
-            )
-            send_envelopes(queue.client(), queue.queue_url, [event])
+            course_id = rename_course_in_canvas(institution, queue, semester, "Renamed in Canvas")
             _wait_for(course_name, (semester, course_id), ("Renamed in Canvas",), conn, 180, proc)
     finally:
         if proc.poll() is None:

@@ -30,7 +30,7 @@ from canvas_assets.sqs import SQSQueueResource
 
 from .conftest import SANDBOX_TOKEN
 from .test_backfill import backfill, real_semesters
-from .truth import expected_semester, warehouse_semester
+from .truth import expected_semester, rename_course_in_canvas, warehouse_semester
 
 
 def queue_depth(queue: SQSQueueResource) -> int:
@@ -372,16 +372,7 @@ def test_sensor_lands_and_requests_an_apply_run_that_updates_the_tables(
     """Without this, the daemon's sensor and the runs it launches would not be wired together."""
     semester = real_semesters(institution)[0]
     assert backfill(canvas, warehouse, instance, semester).success
-    course_id = next(iter(expected_semester(institution, semester)["courses"]))
-    with institution.lock:
-        institution.courses[course_id]["name"] = "Changed by a live event"
-    event = envelope(
-        institution,
-        "course_updated",
-        {"course_id": str(global_id(course_id)), "name": "Changed by a live event"},
-        event_time=datetime.now(UTC) + timedelta(seconds=1),
-    )
-    send_envelopes(queue.client(), queue.queue_url, [event])
+    course_id = rename_course_in_canvas(institution, queue, semester, "Changed by a live event")
     sensor = build_live_events_sensor(SyncSettings.from_env({}))
     resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
     result = sensor(dg.build_sensor_context(instance=instance, resources=resources))
@@ -498,16 +489,9 @@ def test_a_failed_apply_run_is_retried_by_the_sensor_after_a_delay(
     run pending forever: every later tick would request the same, already used, run key."""
     semester = real_semesters(institution)[0]
     assert backfill(canvas, warehouse, instance, semester).success
-    course_id = next(iter(expected_semester(institution, semester)["courses"]))
-    with institution.lock:
-        institution.courses[course_id]["name"] = "Renamed while Canvas was flaky"
-    event = envelope(
-        institution,
-        "course_updated",
-        {"course_id": str(global_id(course_id)), "name": "Renamed while Canvas was flaky"},
-        event_time=datetime.now(UTC) + timedelta(seconds=1),
+    course_id = rename_course_in_canvas(
+        institution, queue, semester, "Renamed while Canvas was flaky"
     )
-    send_envelopes(queue.client(), queue.queue_url, [event])
     sensor = build_live_events_sensor(SyncSettings.from_env({}))
     resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
 

@@ -7,10 +7,12 @@ REST JSON, so a mapping or fetching bug shows up as a difference.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
+
+from canvas_assets.sandbox import envelope, global_id, send_envelopes
 
 ACTIVE_STUDENT_STATES = {"active", "invited"}
 SYNCED_ENROLLMENT_STATES = {"active", "invited", "creation_pending", "completed", "inactive"}
@@ -169,3 +171,19 @@ def warehouse_semester(
                 row["departments"] = json.loads(row["departments"])
             out[table][key] = row
     return out
+
+
+def rename_course_in_canvas(institution, queue, semester: str, name: str) -> int:
+    """Rename one of the semester's courses in the sandbox and publish its course_updated event
+    (stamped just after now, so it is never stale); returns the course id."""
+    course_id = next(iter(expected_semester(institution, semester)["courses"]))
+    with institution.lock:
+        institution.courses[course_id]["name"] = name
+    event = envelope(
+        institution,
+        "course_updated",
+        {"course_id": str(global_id(course_id)), "name": name},
+        event_time=datetime.now(UTC) + timedelta(seconds=1),
+    )
+    send_envelopes(queue.client(), queue.queue_url, [event])
+    return course_id
