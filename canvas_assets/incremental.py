@@ -31,7 +31,7 @@ from canvas_assets.canvas import (
     CanvasPermissionError,
     CanvasSession,
 )
-from canvas_assets.load import lock_semester, upsert_rows
+from canvas_assets.load import lock_cross_semester_users, lock_semester, upsert_rows
 from canvas_assets.schemas import ValidationReport, validate_semester
 from canvas_assets.semester import (
     SemesterSnapshot,
@@ -98,13 +98,14 @@ def route_pending(
     result = RouteResult()
     lookups = 0
 
-    def rest_lookup(fetch: Callable[[], object]) -> tuple[bool, object]:
-        """(resolved, value): value None means Canvas has no such object."""
+    def rest_lookup(fetch: Callable[[], object]) -> tuple[bool | None, object]:
+        """(True, value) when Canvas answered (value None: no such object), (False, None) when
+        the look-up failed, (None, None) when it was not tried (budget or deadline spent)."""
         nonlocal lookups
         if session is None or lookups >= max_rest_lookups:
-            return False, None
+            return None, None
         if deadline is not None and time.monotonic() >= deadline:
-            return False, None
+            return None, None
         lookups += 1
         try:
             return True, fetch()
@@ -121,8 +122,10 @@ def route_pending(
 
     events = conn.execute(
         sql.SQL(
+            # Events whose look-ups failed before go last, so they cannot starve new ones.
             "SELECT seq, event_name, course_id, enrollment_id, user_id FROM {} "
-            "WHERE applied_at IS NULL AND semester IS NULL ORDER BY seq LIMIT 10000"
+            "WHERE applied_at IS NULL AND semester IS NULL ORDER BY route_attempts, seq "
+            "LIMIT 10000"
         ).format(_t(schema, "live_events"))
     ).fetchall()
     if not events:
@@ -151,20 +154,19 @@ def route_pending(
             {e[3] for e in events if e[2] is None and e[3] is not None} - enrollment_course.keys(),
         ).items()
     )
-    missing_enrollments: set[int] = set()
-    for _, _, course_id, enrollment_id, _ in events:
-        if (
-            course_id is None
-            and enrollment_id is not None
-            and enrollment_id not in enrollment_course
-        ):
-            missing_enrollments.add(enrollment_id)
-    for enrollment_id in sorted(missing_enrollments):
+    # Look-ups in event order: events whose look-ups failed before come last.
+    failed_enrollments: set[int] = set()
+    missing_enrollments = dict.fromkeys(
+        e[3] for e in events if e[2] is None and e[3] is not None and e[3] not in enrollment_course
+    )
+    for enrollment_id in missing_enrollments:
         resolved, found = rest_lookup(
             lambda e=enrollment_id: session.get(session.account_path(f"/enrollments/{e}"))
         )
         if resolved:
             enrollment_course[enrollment_id] = int(found["course_id"]) if found else None
+        elif resolved is False:
+            failed_enrollments.add(enrollment_id)
 
     def course_of(event: tuple) -> int | None:
         _, _, course_id, enrollment_id, _ = event
@@ -182,13 +184,19 @@ def route_pending(
         ).format(_t(schema, "courses")),
         course_ids,
     )
-    for course_id in sorted(course_ids - course_semester.keys()):
+    failed_courses: set[int] = set()
+    missing_courses = dict.fromkeys(
+        c for e in events if (c := course_of(e)) is not None and c not in course_semester
+    )
+    for course_id in missing_courses:
         resolved, course = rest_lookup(
             lambda c=course_id: session.get(f"/courses/{c}", [("include[]", "term")])
         )
         if resolved:  # None: deleted before we ever saw it
             term = course.get("term") if course else None
             course_semester[course_id] = semester_key(term) if term else None
+        elif resolved is False:
+            failed_courses.add(course_id)
 
     # A person can be enrolled in several semesters: their event is applied in each.
     user_semesters: dict[int, list[str]] = defaultdict(list)
@@ -210,17 +218,22 @@ def route_pending(
 
     updates: list[tuple[object, ...]] = []
     copies: list[tuple[int, str]] = []
+    failed: list[int] = []
     for event in events:
         seq, _, _, enrollment_id, user_id = event
         course_id = course_of(event)
         if course_id is not None:
             if course_id not in course_semester:
-                result.unresolved += 1  # REST budget spent: next tick
+                result.unresolved += 1  # look-up failed or not tried: next tick
+                if course_id in failed_courses:
+                    failed.append(seq)
                 continue
             semesters = [course_semester[course_id]] if course_semester[course_id] else []
         elif enrollment_id is not None:
             if enrollment_id not in enrollment_course:
                 result.unresolved += 1
+                if enrollment_id in failed_enrollments:
+                    failed.append(seq)
                 continue
             semesters = []
         else:
@@ -246,6 +259,12 @@ def route_pending(
             [(s, c, o, o, q) for s, c, o, q in updates],
         )
         _copy_events(cur, schema, copies)  # one landed row per extra semester
+        cur.execute(
+            sql.SQL("UPDATE {} SET route_attempts = route_attempts + 1 WHERE seq = ANY(%s)").format(
+                _t(schema, "live_events")
+            ),
+            (failed,),
+        )
     return result
 
 
@@ -350,6 +369,8 @@ def apply_semester_events(
             outcomes[seq] = "applied"
 
         if refresh_users:
+            # Taken before this apply locks any user row, as every such apply does.
+            lock_cross_semester_users(conn, schema)
             # A teacher's new name or email changes their sections' instructor columns.
             taught = conn.execute(
                 sql.SQL(

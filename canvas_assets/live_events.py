@@ -134,7 +134,15 @@ def parse_message(raw: str) -> ParsedEvent:
     time_value = metadata.get("event_time") or body.get("updated_at")
     event_time = parse_time(time_value, "metadata.event_time")
     # Canonical JSON, so the same event replayed from a file matches its SQS copy.
-    key = event_key(json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+    try:
+        key = event_key(
+            json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        )
+    except UnicodeEncodeError:
+        raise QuarantineError(
+            "message holds text that is not valid Unicode (a lone surrogate)"
+        ) from None
+
     if name not in SUPPORTED_EVENTS:
         return ParsedEvent(key, name, event_time, supported=False, envelope=envelope)
 
@@ -232,6 +240,8 @@ def land_messages(
 
     def quarantine_message(cur: psycopg.Cursor, message_id: str | None, raw: object, reason: str):
         text = raw if isinstance(raw, str) else repr(raw)
+        # Keep what cannot be stored as UTF-8 (lone surrogates) visible as escapes.
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
         cur.execute(
             sql.SQL(
                 "INSERT INTO {} (raw_key, message_id, reason, raw) VALUES (%s, %s, %s, %s) "

@@ -135,7 +135,17 @@ def upsert_rows(
 def lock_semester(conn: psycopg.Connection, schema: str, semester: str) -> None:
     """Serialise writers of one semester (a backfill and a Live Events apply) until the current
     transaction ends, so they neither deadlock nor interleave; other semesters go on."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{schema}/{semester}",))
+    _advisory_xact_lock(conn, f"{schema}/semester/{semester}")
+
+
+def lock_cross_semester_users(conn: psycopg.Connection, schema: str) -> None:
+    """Serialise applies that update a person's rows in other semesters: two of them, each
+    holding its own semester's rows and wanting the other's, would otherwise deadlock."""
+    _advisory_xact_lock(conn, f"{schema}/cross-semester-users")
+
+
+def _advisory_xact_lock(conn: psycopg.Connection, name: str) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
 
 
 def write_semester(

@@ -162,10 +162,25 @@ class ApplyRun:
     finished: bool
     failed: bool
     end_time: float | None = None
+    created_at: float | None = None
 
 
 RETRY_FIRST_DELAY_SECONDS = 30.0
 RETRY_MAX_DELAY_SECONDS = 1800.0
+APPLY_MAX_RUNTIME_SECONDS = 3600  # run monitoring ends an apply run that hangs longer
+# An unfinished run older than this (a worker that died without run monitoring noticing) no
+# longer holds back its semester's applies.
+IN_FLIGHT_GIVE_UP_SECONDS = 2 * APPLY_MAX_RUNTIME_SECONDS
+
+
+def _retry_number(run_key: str, base: str) -> int:
+    """0 for ``base`` itself, n for ``base:retry-n``, -1 for another batch's run."""
+    if run_key == base:
+        return 0
+    prefix = f"{base}:retry-"
+    if run_key.startswith(prefix) and run_key[len(prefix) :].isdigit():
+        return int(run_key[len(prefix) :])
+    return -1
 
 
 def retry_delay(attempts: int) -> float:
@@ -192,24 +207,31 @@ def live_event_run_requests(
     requests = []
     for semester, seq in sorted(pending.items()):
         runs = recent_runs.get(semester, [])
-        if any(not run.finished for run in runs):
+        if any(
+            not run.finished and now - (run.created_at or now) < IN_FLIGHT_GIVE_UP_SECONDS
+            for run in runs
+        ):
             continue
         base = f"live-events:{semester}:{seq}"
-        attempts = [r for r in runs if r.run_key == base or r.run_key.startswith(f"{base}:")]
+        attempts = [(n, r) for r in runs if (n := _retry_number(r.run_key, base)) >= 0]
         run_key = base
         if attempts:
-            last = attempts[0]
-            ready_at = (last.end_time or 0.0) + retry_delay(len(attempts))
+            # Numbered from the highest used, never reused: Dagster skips a used run key.
+            number, last = max(attempts, key=lambda pair: pair[0])
+            ready_at = (last.end_time or 0.0) + retry_delay(number + 1)
             if last.failed and now < ready_at:
                 continue
-            run_key = f"{base}:retry-{len(attempts)}"
+            run_key = f"{base}:retry-{number + 1}"
         requests.append(
             dg.RunRequest(
                 run_key=run_key,
                 partition_key=semester,
                 job_name=semester_sync_job.name,
                 run_config=LIVE_EVENTS_RUN_CONFIG,
-                tags={LIVE_EVENTS_RUN_TAG: "live_events"},
+                tags={
+                    LIVE_EVENTS_RUN_TAG: "live_events",
+                    "dagster/max_runtime": str(APPLY_MAX_RUNTIME_SECONDS),
+                },
             )
         )
     return requests
@@ -236,6 +258,7 @@ def recent_apply_runs(instance: dg.DagsterInstance, semesters: Iterable[str]) ->
                 finished=record.dagster_run.status in _FINISHED,
                 failed=record.dagster_run.status in _FAILED,
                 end_time=record.end_time,
+                created_at=record.create_timestamp.timestamp(),
             )
             for record in records
         ]

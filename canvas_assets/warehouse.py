@@ -213,6 +213,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        3,
+        "live event routing attempts",
+        """
+        ALTER TABLE {schema}.live_events
+            ADD COLUMN route_attempts integer NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 
 _MIGRATION_LOCK_KEY = 0x43414E56  # "CANV": serialises migrations across processes

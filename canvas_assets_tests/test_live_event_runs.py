@@ -53,3 +53,27 @@ def test_new_events_after_a_failure_get_a_run_at_once() -> None:
     assert keys(live_event_run_requests({"2026FA": 43}, {"2026FA": [failed]}, NOW)) == [
         "live-events:2026FA:43"
     ]
+
+
+def test_retry_keys_stay_new_beyond_the_runs_the_sensor_looks_at() -> None:
+    """Without this, once more failed attempts existed than the sensor reads back, it would
+    request an already used run key, which Dagster silently skips, stranding the events."""
+    base = "live-events:2026FA:42"
+    history = [
+        ApplyRun(f"{base}:retry-{n}", finished=True, failed=True, end_time=NOW - 7200)
+        for n in range(30, 10, -1)  # the 20 newest of 31 attempts, newest first
+    ]
+    assert keys(live_event_run_requests({"2026FA": 42}, {"2026FA": history}, NOW)) == [
+        f"{base}:retry-31"
+    ]
+
+
+def test_a_run_stuck_unfinished_for_hours_stops_blocking_its_semester() -> None:
+    """Without this, a run whose worker died unnoticed would hold back every later apply of
+    its semester forever."""
+    stuck = ApplyRun("live-events:2026FA:42", finished=False, failed=False, created_at=NOW - 86400)
+    recent = ApplyRun("live-events:2026FA:42", finished=False, failed=False, created_at=NOW - 60)
+    assert keys(live_event_run_requests({"2026FA": 50}, {"2026FA": [stuck]}, NOW)) == [
+        "live-events:2026FA:50"
+    ]
+    assert live_event_run_requests({"2026FA": 50}, {"2026FA": [recent]}, NOW) == []

@@ -464,16 +464,18 @@ def test_messages_postgres_refuses_are_quarantined_without_failing_their_batch(
         ("m2", message(str(2**64))),  # beyond bigint
         ("m3", message("12", name="nul \u0000 inside")),  # jsonb refuses \u0000
         ("m4", message("12")),
+        ("m5", message("12", name="lone \ud800 surrogate")),  # not encodable as UTF-8
     ]
     with warehouse.connect() as conn:
         result = land_messages(conn, schema, batch)
-    assert (result.quarantined, result.landed) == (3, 1)
+    assert (result.quarantined, result.landed) == (4, 1)
     quarantined = db.execute(
         sql.SQL(
             "SELECT message_id, reason FROM {}.live_event_quarantine ORDER BY message_id"
         ).format(sql.Identifier(schema))
     ).fetchall()
-    assert [m for m, _ in quarantined] == ["m1", "m2", "m3"]
+    assert [m for m, _ in quarantined] == ["m1", "m2", "m3", "m5"]
+    assert "not valid Unicode" in quarantined[3][1]
     assert "not a Canvas id" in quarantined[0][1] and "bigint" in quarantined[1][1]
     assert "PostgreSQL could not store it" in quarantined[2][1]
     landed = db.execute(
@@ -606,6 +608,13 @@ def test_sensor_keeps_requesting_runs_while_canvas_cannot_route_an_event(
     assert metadata["landed"].value == 2 and metadata["unresolved"].value == 1
     assert metadata["lookup_errors"].value >= 1
     assert queue_depth(queue) == 0
+    # The failed look-up is counted, so that event is looked up after newer ones next time.
+    attempts = db.execute(
+        sql.SQL("SELECT course_id, route_attempts FROM {}.live_events ORDER BY seq").format(
+            sql.Identifier(warehouse.table_schema())
+        )
+    ).fetchall()
+    assert attempts == [(known_course, 0), (unknown_course, 1)]
     with warehouse.connect() as conn:  # Canvas is back: the held event is routed
         route_pending(conn, warehouse.table_schema(), canvas.session(), {known, unknown}, ())
     assert sorted(r[1] for r in live_event_rows(db, warehouse)) == sorted([known, unknown])
