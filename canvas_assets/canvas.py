@@ -344,15 +344,26 @@ class CanvasResource(dg.ConfigurableResource):
     max_retries: int = Field(default=5, description="Retries for 5xx, connection errors, timeouts.")
     max_throttle_retries: int = Field(default=12)
 
-    def session(self, log: Any | None = None) -> CanvasSession:
+    def session(
+        self,
+        log: Any | None = None,
+        *,
+        timeout_seconds: float | None = None,
+        max_retries: int | None = None,
+        max_throttle_retries: int | None = None,
+    ) -> CanvasSession:
+        """A client session; the keyword overrides give a caller with a deadline (a sensor
+        tick) calls that fail fast instead of the run-sized timeout and retry budget."""
         return CanvasSession(
             self.base_url,
             self.api_token,
             self.account_id,
             max_concurrency=self.max_concurrency,
             rate_limit_floor=self.rate_limit_floor,
-            timeout_seconds=self.request_timeout_seconds,
-            max_retries=self.max_retries,
-            max_throttle_retries=self.max_throttle_retries,
+            timeout_seconds=timeout_seconds or self.request_timeout_seconds,
+            max_retries=self.max_retries if max_retries is None else max_retries,
+            max_throttle_retries=(
+                self.max_throttle_retries if max_throttle_retries is None else max_throttle_retries
+            ),
             log=log,
         )

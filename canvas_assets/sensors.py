@@ -103,7 +103,7 @@ def build_semester_auto_import_sensor(settings: SyncSettings) -> dg.SensorDefini
 
 # -- Live Events ------------------------------------------------------------------------------
 SENSOR_BUDGET_SECONDS = 20.0  # well under Dagster's 60 s sensor timeout
-ROUTING_DEADLINE_SECONDS = 40.0  # polling plus routing's REST look-ups stop by then
+ROUTING_DEADLINE_SECONDS = 35.0  # no routing look-up starts later; each fails within seconds
 
 
 @dataclass
@@ -287,7 +287,10 @@ def build_live_events_sensor(settings: SyncSettings) -> dg.SensorDefinition:
         with warehouse.connect() as conn:
             polled = poll_queue(sqs, sqs.client(), conn, schema)
             partitions = set(context.instance.get_dynamic_partitions(semester_partitions.name))
-            session = canvas.session(context.log)
+            # Routing's look-ups must fit in the tick: short timeouts, one retry.
+            session = canvas.session(
+                context.log, timeout_seconds=5, max_retries=1, max_throttle_retries=1
+            )
             try:
                 routed = route_pending(
                     conn,

@@ -72,6 +72,20 @@ def test_persistent_5xx_fail_with_a_clear_error(sandbox) -> None:
         session.get(session.account_path())
 
 
+def test_a_fail_fast_session_overrides_the_retry_budget(sandbox) -> None:
+    """Without this, the Live Events sensor's routing look-ups would use a run's full retry
+    budget, and a failing Canvas would push a tick past Dagster's sensor timeout."""
+    resource = CanvasResource(base_url=sandbox.url, api_token=SANDBOX_TOKEN, max_retries=5)
+    sandbox.faults.fail_next.extend([500, 500, 500])
+    quick = resource.session(timeout_seconds=5, max_retries=1)
+    with pytest.raises(CanvasRequestError, match="HTTP 500"):
+        quick.get(quick.account_path())
+    # Two of the three queued failures were used (one try, one retry); the next call gets the
+    # last one and then succeeds on its retry.
+    assert list(sandbox.faults.fail_next) == [500]
+    assert quick.get(quick.account_path())["id"]
+
+
 def test_throttle_storm_is_waited_out_without_errors(
     canvas: CanvasResource, sandbox, caplog
 ) -> None:
