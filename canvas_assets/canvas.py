@@ -360,7 +360,9 @@ class CanvasResource(dg.ConfigurableResource):
             self.account_id,
             max_concurrency=self.max_concurrency,
             rate_limit_floor=self.rate_limit_floor,
-            timeout_seconds=timeout_seconds or self.request_timeout_seconds,
+            timeout_seconds=(
+                self.request_timeout_seconds if timeout_seconds is None else timeout_seconds
+            ),
             max_retries=self.max_retries if max_retries is None else max_retries,
             max_throttle_retries=(
                 self.max_throttle_retries if max_throttle_retries is None else max_throttle_retries

@@ -84,7 +84,6 @@ def route_pending(
     conn: psycopg.Connection,
     schema: str,
     session: CanvasSession | None,
-    partitions: set[str],
     target_semesters: tuple[str, ...],
     max_rest_lookups: int = 50,
     deadline: float | None = None,
@@ -131,14 +130,16 @@ def route_pending(
     if not events:
         return result
 
-    # Enrollment-state events only carry the enrollment id: find its course.
+    # Enrollment-state events only carry the enrollment id: find its course. In event order, so
+    # events whose look-ups failed before are looked up last.
+    state_enrollments = dict.fromkeys(e[3] for e in events if e[2] is None and e[3] is not None)
     enrollment_course = _lookup(
         conn,
         sql.SQL(
             "SELECT DISTINCT ON (institution_id) institution_id, course_id FROM {} "
             "WHERE institution_id = ANY(%s) ORDER BY institution_id, source_updated_at DESC"
         ).format(_t(schema, "enrollments")),
-        {e[3] for e in events if e[2] is None and e[3] is not None},
+        set(state_enrollments),
     )
     # A new enrollment is not in the warehouse yet, but its enrollment_created event, landed
     # beside the state event, names the course.
@@ -151,15 +152,11 @@ def route_pending(
                 "WHERE enrollment_id = ANY(%s) AND course_id IS NOT NULL "
                 "ORDER BY enrollment_id, seq"
             ).format(_t(schema, "live_events")),
-            {e[3] for e in events if e[2] is None and e[3] is not None} - enrollment_course.keys(),
+            state_enrollments.keys() - enrollment_course.keys(),
         ).items()
     )
-    # Look-ups in event order: events whose look-ups failed before come last.
     failed_enrollments: set[int] = set()
-    missing_enrollments = dict.fromkeys(
-        e[3] for e in events if e[2] is None and e[3] is not None and e[3] not in enrollment_course
-    )
-    for enrollment_id in missing_enrollments:
+    for enrollment_id in [e for e in state_enrollments if e not in enrollment_course]:
         resolved, found = rest_lookup(
             lambda e=enrollment_id: session.get(session.account_path(f"/enrollments/{e}"))
         )

@@ -118,7 +118,7 @@ def replay(
         }
         session = canvas.session()
         try:
-            routed = route_pending(conn, schema, session, semesters, settings.target_semesters)
+            routed = route_pending(conn, schema, session, settings.target_semesters)
             report.skipped += routed.skipped + routed.out_of_target
             terms = fetch_terms(session)
             for semester in pending_semesters(conn, schema, semesters):

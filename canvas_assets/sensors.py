@@ -165,6 +165,7 @@ class ApplyRun:
     created_at: float | None = None
 
 
+LIVE_EVENTS_RUN_TAG = "canvas-assets/source"
 RETRY_FIRST_DELAY_SECONDS = 30.0
 RETRY_MAX_DELAY_SECONDS = 1800.0
 APPLY_MAX_RUNTIME_SECONDS = 3600  # run monitoring ends an apply run that hangs longer
@@ -237,12 +238,13 @@ def live_event_run_requests(
     return requests
 
 
-LIVE_EVENTS_RUN_TAG = "canvas-assets/source"
 _FAILED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 _FINISHED = _FAILED | {dg.DagsterRunStatus.SUCCESS}
 
 
-def recent_apply_runs(instance: dg.DagsterInstance, semesters: Iterable[str]) -> dict:
+def recent_apply_runs(
+    instance: dg.DagsterInstance, semesters: Iterable[str]
+) -> dict[str, list[ApplyRun]]:
     """Each semester's latest Live Events apply runs, newest first, as ``ApplyRun``s."""
     found: dict[str, list[ApplyRun]] = {}
     for semester in semesters:
@@ -286,7 +288,6 @@ def build_live_events_sensor(settings: SyncSettings) -> dg.SensorDefinition:
         started = time.monotonic()
         with warehouse.connect() as conn:
             polled = poll_queue(sqs, sqs.client(), conn, schema)
-            partitions = set(context.instance.get_dynamic_partitions(semester_partitions.name))
             # Routing's look-ups must fit in the tick: short timeouts, one retry.
             session = canvas.session(
                 context.log, timeout_seconds=5, max_retries=1, max_throttle_retries=1
@@ -296,7 +297,6 @@ def build_live_events_sensor(settings: SyncSettings) -> dg.SensorDefinition:
                     conn,
                     schema,
                     session,
-                    partitions,
                     settings.target_semesters,
                     deadline=started + ROUTING_DEADLINE_SECONDS,
                 )
@@ -307,6 +307,7 @@ def build_live_events_sensor(settings: SyncSettings) -> dg.SensorDefinition:
                 routed = RouteResult()
             finally:
                 session.close()
+            partitions = set(context.instance.get_dynamic_partitions(semester_partitions.name))
             pending = pending_semesters(conn, schema, partitions)
         asset_events = []
         if polled.received:

@@ -51,7 +51,7 @@ def land_and_apply(queue, warehouse, canvas, partitions, target=()) -> dict:
         # The sensor routes a bounded number of REST look-ups per tick; ticks repeat until done
         # or until a tick makes no progress (Canvas down).
         for _ in range(20):
-            routed = route_pending(conn, schema, session, set(partitions), target)
+            routed = route_pending(conn, schema, session, target)
             if routed.unresolved == 0 or routed.routed + routed.skipped + routed.out_of_target == 0:
                 break
         terms = fetch_terms(session)
@@ -230,7 +230,7 @@ def test_failed_apply_leaves_events_pending_then_applies_them_once(
     term = find_term(fetch_terms(session), semester)
     with warehouse.connect() as conn:
         poll_queue(queue, queue.client(), conn, schema, budget_seconds=60)
-        route_pending(conn, schema, session, set(real_semesters(institution)), ())
+        route_pending(conn, schema, session, ())
         assert semester in pending_semesters(conn, schema)
         sandbox.faults.error_rate = 1.0  # Canvas goes down during the apply
         with pytest.raises(CanvasRequestError, match="HTTP 5"):
@@ -616,5 +616,5 @@ def test_sensor_keeps_requesting_runs_while_canvas_cannot_route_an_event(
     ).fetchall()
     assert attempts == [(known_course, 0), (unknown_course, 1)]
     with warehouse.connect() as conn:  # Canvas is back: the held event is routed
-        route_pending(conn, warehouse.table_schema(), canvas.session(), {known, unknown}, ())
+        route_pending(conn, warehouse.table_schema(), canvas.session(), ())
     assert sorted(r[1] for r in live_event_rows(db, warehouse)) == sorted([known, unknown])
