@@ -22,16 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from canvas_assets.canvas import CanvasResource
-from canvas_assets.load import write_semester
-from canvas_assets.sandbox import SandboxServer, generate_institution  # noqa: I001
-from canvas_assets.schemas import validate_semester
-from canvas_assets.semester import (
-    fetch_semester,
-    fetch_terms,
-    find_term,
-    snapshot_frames,
-)
-from canvas_assets.warehouse import WarehouseResource, embedded_database_url
+from canvas_assets.canvas.fetch import fetch_semester, fetch_terms, find_term
+from canvas_assets.sandbox import SandboxServer, generate_institution
+from canvas_assets.tables import semester_frames, validate_semester
+from canvas_assets.warehouse import WarehouseResource
+from canvas_assets.warehouse.embedded import embedded_database_url
+from canvas_assets.warehouse.writes import write_semester
 
 TOKEN = "bench-token"
 
@@ -44,7 +40,7 @@ def one_run(sandbox: SandboxServer, db_url: str, semester: str, concurrency: int
     term = find_term(fetch_terms(session), semester)
     snapshot = fetch_semester(session, term, semester, datetime.now(UTC))
     fetched = time.perf_counter()
-    raw = snapshot_frames(snapshot)
+    raw = semester_frames(snapshot)
     report = validate_semester(semester, term.get("sis_term_id"), raw)
     assert report.ok, report.message(semester)
     validated = time.perf_counter()

@@ -1,7 +1,10 @@
-"""Every user-facing setting: its environment variable, default and parsing.
+"""Every user-facing setting: its environment variable, default, type and error message.
 
-Settings that are secrets (the Canvas token, the warehouse URL) are never read here; they reach
-resources through ``dg.EnvVar`` so Dagster keeps them out of the UI and run config.
+The environment is read once, by ``Settings.from_env()``, when the code location loads (or a
+command starts); everything else receives the ``Settings`` object. Secrets (the Canvas token,
+the warehouse URL with its password) are never read here: resources get them through
+``dg.EnvVar``, so Dagster keeps them out of the UI and run config. ``Settings`` only records
+whether they are set, which decides between a real service and the embedded one.
 """
 
 from __future__ import annotations
@@ -9,52 +12,78 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+)
 
 DEFAULT_ACCOUNT_ID = "self"
 DEFAULT_WAREHOUSE_SCHEMA = "canvas"
-DEFAULT_SEMESTER_SENSOR_INTERVAL_SECONDS = 300
-DEFAULT_LIVE_EVENTS_SENSOR_INTERVAL_SECONDS = 30
-DEFAULT_RECONCILE_CRON = "0 3 * * *"
-DEFAULT_CANVAS_CONCURRENCY_LIMIT = 2
+DEFAULT_STATE_DIR = ".canvas-assets"
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+# Secrets and service addresses handed to resources as dg.EnvVar; Settings notes only whether
+# each is set.
+CANVAS_BASE_URL_ENV = "CANVAS_BASE_URL"
+CANVAS_API_TOKEN_ENV = "CANVAS_API_TOKEN"
+WAREHOUSE_URL_ENV = "CANVAS_WAREHOUSE_URL"
+QUEUE_URL_ENV = "CANVAS_LIVE_EVENTS_QUEUE_URL"
 
 
 class SettingError(ValueError):
     """A setting has a value we cannot use; the message names the environment variable."""
 
 
-def parse_bool(name: str, value: str | None, default: bool) -> bool:
-    if value is None:
-        return default
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise SettingError(f"{name} must be true or false, got {value!r}.")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
-def parse_positive_int(name: str, value: str | None, default: int) -> int:
-    if value is None or value.strip() == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise SettingError(f"{name} must be a whole number, got {value!r}.") from None
-    if number <= 0:
-        raise SettingError(f"{name} must be greater than 0, got {number}.")
-    return number
+_IDENTIFIER_RULE = (
+    "must be a plain PostgreSQL identifier (letters, digits, underscores, not starting with a "
+    "digit)"
+)
 
 
-def parse_target_semesters(value: str | None) -> tuple[str, ...]:
-    """Split CANVAS_TARGET_SEMESTERS into keys or shell-style patterns; empty means all."""
-    if not value:
-        return ()
-    return tuple(part.strip() for part in value.split(",") if part.strip())
+def validate_schema_name(schema: str) -> str:
+    if not _IDENTIFIER.match(schema):
+        raise SettingError(f"CANVAS_WAREHOUSE_SCHEMA {_IDENTIFIER_RULE}, got {schema!r}.")
+    return schema
+
+
+def _schema(value: str) -> str:
+    if not _IDENTIFIER.match(value):
+        raise ValueError(_IDENTIFIER_RULE)
+    return value
+
+
+def _patterns(value: object) -> object:
+    """CANVAS_TARGET_SEMESTERS: comma-separated keys or shell-style patterns; empty means all."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _cron(value: str) -> str:
+    if len(value.split()) != 5:
+        raise ValueError("must be a 5-field cron expression like '0 3 * * *'")
+    return value.strip()
+
+
+def _home(value: object) -> object:
+    return Path(value).expanduser().resolve() if isinstance(value, (str, Path)) else value
+
+
+SemesterPatterns = Annotated[tuple[str, ...], BeforeValidator(_patterns)]
+SchemaName = Annotated[str, AfterValidator(_schema)]
+Cron = Annotated[str, AfterValidator(_cron)]
+StateDir = Annotated[Path, BeforeValidator(_home)]
 
 
 def semester_matches(key: str, patterns: tuple[str, ...]) -> bool:
@@ -62,60 +91,59 @@ def semester_matches(key: str, patterns: tuple[str, ...]) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns)
 
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+class Settings(BaseModel):
+    """The non-secret settings, parsed and checked once. Field aliases are the variables."""
 
+    model_config = ConfigDict(
+        frozen=True, populate_by_name=True, extra="ignore", validate_default=True
+    )
 
-def validate_schema_name(schema: str) -> str:
-    if not _IDENTIFIER.match(schema):
-        raise SettingError(
-            f"CANVAS_WAREHOUSE_SCHEMA must be a plain PostgreSQL identifier (letters, digits, "
-            f"underscores, not starting with a digit), got {schema!r}."
-        )
-    return schema
-
-
-def _cron(value: str | None) -> str:
-    cron = (value or "").strip() or DEFAULT_RECONCILE_CRON
-    if len(cron.split()) != 5:
-        raise SettingError(
-            f"CANVAS_RECONCILE_CRON must be a 5-field cron expression like '0 3 * * *', "
-            f"got {value!r}."
-        )
-    return cron
-
-
-def state_dir() -> Path:
-    """Local state folder (embedded Postgres data, Dagster home, dev lock)."""
-    return Path(os.environ.get("CANVAS_ASSETS_HOME") or ".canvas-assets").resolve()
-
-
-@dataclass(frozen=True)
-class SyncSettings:
-    """Non-secret sync preferences, read once when the code location loads."""
-
-    target_semesters: tuple[str, ...]
-    auto_import_semesters: bool
-    semester_sensor_interval_seconds: int
-    live_events_sensor_interval_seconds: int = DEFAULT_LIVE_EVENTS_SENSOR_INTERVAL_SECONDS
-    reconcile_cron: str = DEFAULT_RECONCILE_CRON
+    account_id: str = Field(DEFAULT_ACCOUNT_ID, alias="CANVAS_ACCOUNT_ID", min_length=1)
+    max_concurrency: PositiveInt = Field(8, alias="CANVAS_MAX_CONCURRENCY")
+    warehouse_schema: SchemaName = Field(DEFAULT_WAREHOUSE_SCHEMA, alias="CANVAS_WAREHOUSE_SCHEMA")
+    state_dir: StateDir = Field(Path(DEFAULT_STATE_DIR), alias="CANVAS_ASSETS_HOME")
+    target_semesters: SemesterPatterns = Field((), alias="CANVAS_TARGET_SEMESTERS")
+    auto_import_semesters: bool = Field(True, alias="CANVAS_AUTO_IMPORT_SEMESTERS")
+    semester_sensor_interval_seconds: PositiveInt = Field(
+        300, alias="CANVAS_SEMESTER_SENSOR_INTERVAL_SECONDS"
+    )
+    live_events_sensor_interval_seconds: PositiveInt = Field(
+        30, alias="CANVAS_LIVE_EVENTS_SENSOR_INTERVAL_SECONDS"
+    )
+    reconcile_cron: Cron = Field("0 3 * * *", alias="CANVAS_RECONCILE_CRON")
+    # boto3 reads AWS_DEFAULT_REGION itself; AWS_REGION is the name AWS's other SDKs use.
+    aws_region: str | None = Field(None, alias="AWS_REGION")
+    # CI: `canvas-assets dev` exits once the Dagster UI answers.
+    dev_exit_when_ready: bool = Field(False, alias="CANVAS_ASSETS_DEV_EXIT_WHEN_READY")
+    # Whether each secret/service variable is set (its value stays with dg.EnvVar).
+    canvas_configured: bool = False
+    canvas_token_configured: bool = False
+    warehouse_url_configured: bool = False
+    live_events_queue_configured: bool = False
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> SyncSettings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the environment (or ``environ``); an empty variable means its default."""
         env = os.environ if environ is None else environ
-        return cls(
-            target_semesters=parse_target_semesters(env.get("CANVAS_TARGET_SEMESTERS")),
-            auto_import_semesters=parse_bool(
-                "CANVAS_AUTO_IMPORT_SEMESTERS", env.get("CANVAS_AUTO_IMPORT_SEMESTERS"), True
-            ),
-            semester_sensor_interval_seconds=parse_positive_int(
-                "CANVAS_SEMESTER_SENSOR_INTERVAL_SECONDS",
-                env.get("CANVAS_SEMESTER_SENSOR_INTERVAL_SECONDS"),
-                DEFAULT_SEMESTER_SENSOR_INTERVAL_SECONDS,
-            ),
-            live_events_sensor_interval_seconds=parse_positive_int(
-                "CANVAS_LIVE_EVENTS_SENSOR_INTERVAL_SECONDS",
-                env.get("CANVAS_LIVE_EVENTS_SENSOR_INTERVAL_SECONDS"),
-                DEFAULT_LIVE_EVENTS_SENSOR_INTERVAL_SECONDS,
-            ),
-            reconcile_cron=_cron(env.get("CANVAS_RECONCILE_CRON")),
-        )
+        aliases = {field.alias for field in cls.model_fields.values() if field.alias}
+        values: dict[str, object] = {
+            name: env[name] for name in aliases if env.get(name, "").strip()
+        }
+        values["canvas_configured"] = bool(env.get(CANVAS_BASE_URL_ENV))
+        values["canvas_token_configured"] = bool(env.get(CANVAS_API_TOKEN_ENV))
+        values["warehouse_url_configured"] = bool(env.get(WAREHOUSE_URL_ENV))
+        values["live_events_queue_configured"] = bool(env.get(QUEUE_URL_ENV))
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per bad variable: its name, what it must be, and the value given."""
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {message}; got {error.get('input')!r}.")
+    return " ".join(lines)

@@ -17,10 +17,11 @@ import pytest
 from psycopg import sql
 
 from canvas_assets.canvas import CanvasResource
-from canvas_assets.devstack import free_port
+from canvas_assets.live_events.sqs import SQSQueueResource
 from canvas_assets.sandbox import SandboxServer, generate_institution
-from canvas_assets.sqs import SQSQueueResource
-from canvas_assets.warehouse import WarehouseResource, ensure_database
+from canvas_assets.tools.processes import free_port
+from canvas_assets.warehouse import WarehouseResource
+from canvas_assets.warehouse.embedded import ensure_database
 
 SANDBOX_TOKEN = "test-token"
 

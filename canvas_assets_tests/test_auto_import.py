@@ -5,8 +5,11 @@ import pytest
 from psycopg import sql
 
 from canvas_assets.definitions import defs
-from canvas_assets.sensors import build_semester_auto_import_sensor, plan_auto_import
-from canvas_assets.settings import SettingError, SyncSettings
+from canvas_assets.defs.sensors.auto_import import (
+    build_semester_auto_import_sensor,
+    plan_auto_import,
+)
+from canvas_assets.settings import SettingError, Settings
 
 from .truth import semester_of
 
@@ -45,7 +48,7 @@ def test_auto_import_off_adds_partitions_without_backfills() -> None:
 def test_bad_boolean_setting_names_the_variable() -> None:
     """Without this, a typo like 'flase' would silently mean the default."""
     with pytest.raises(SettingError, match="CANVAS_AUTO_IMPORT_SEMESTERS"):
-        SyncSettings.from_env({"CANVAS_AUTO_IMPORT_SEMESTERS": "flase"})
+        Settings.from_env({"CANVAS_AUTO_IMPORT_SEMESTERS": "flase"})
 
 
 def test_sensor_adds_new_term_partitions_and_requests_backfills(
@@ -53,7 +56,7 @@ def test_sensor_adds_new_term_partitions_and_requests_backfills(
 ) -> None:
     """Without this, a new Canvas term would never appear as a semester partition."""
     real = sorted(semester_of(t) for t in institution.terms.values() if t["sis_term_id"])
-    settings = SyncSettings(
+    settings = Settings(
         target_semesters=(real[0],), auto_import_semesters=True, semester_sensor_interval_seconds=30
     )
     sensor = build_semester_auto_import_sensor(settings)
@@ -107,7 +110,7 @@ def test_reconciliation_picks_the_semesters_running_now() -> None:
     """Without this, the nightly heal would re-sync old semesters or skip the current one."""
     from datetime import UTC, datetime
 
-    from canvas_assets.sensors import current_semesters
+    from canvas_assets.defs.schedules import current_semesters
 
     terms = [
         ("2025FA", datetime(2025, 8, 25, tzinfo=UTC), datetime(2025, 12, 19, tzinfo=UTC)),
@@ -128,15 +131,15 @@ def test_reconciliation_schedule_requests_backfills_of_current_semesters(
     """Without this, events Canvas never delivered would never be healed."""
     from datetime import UTC, datetime
 
-    from canvas_assets.assets import terms as terms_asset
-    from canvas_assets.sensors import build_reconciliation_schedule
+    from canvas_assets.defs.assets import terms as terms_asset
+    from canvas_assets.defs.schedules import build_reconciliation_schedule
 
     with dg.instance_for_test() as instance:
         assert dg.materialize(
             [terms_asset], resources={"canvas": canvas, "warehouse": warehouse}, instance=instance
         ).success
         instance.add_dynamic_partitions("semester", ["2025FA", "2026FA"])
-        schedule = build_reconciliation_schedule(SyncSettings.from_env({}))
+        schedule = build_reconciliation_schedule(Settings.from_env({}))
         context = dg.build_schedule_context(
             instance=instance,
             resources={"warehouse": warehouse},

@@ -6,11 +6,16 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from canvas_assets.assets import COURSES_KEY, semester_tables, terms
 from canvas_assets.canvas import CanvasResource
+from canvas_assets.defs.assets import build_semester_tables, terms
+from canvas_assets.defs.reporting import table_key
+from canvas_assets.settings import Settings
 from canvas_assets.warehouse import WarehouseResource
 
 from .truth import expected_semester, semester_of, warehouse_semester
+
+COURSES_KEY = table_key("courses")
+semester_tables = build_semester_tables(Settings())
 
 
 def real_semesters(institution) -> list[str]:

@@ -13,8 +13,8 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from canvas_assets.devstack import free_port
-from canvas_assets.warehouse import ensure_database
+from canvas_assets.tools.processes import free_port
+from canvas_assets.warehouse.embedded import ensure_database
 
 from .conftest import SANDBOX_TOKEN
 from .truth import rename_course_in_canvas, semester_of
@@ -63,7 +63,7 @@ def test_live_event_reaches_postgres_through_the_daemon(
     env.pop("CANVAS_ASSETS_DEV_EXIT_WHEN_READY", None)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "canvas_assets.cli", "dev", "--port", str(free_port())],
+            [sys.executable, "-m", "canvas_assets", "dev", "--port", str(free_port())],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

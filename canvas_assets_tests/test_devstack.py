@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 
-from canvas_assets.devstack import dagster_storage_url, exclusive_lock
+from canvas_assets.tools.devstack import dagster_storage_url
+from canvas_assets.tools.processes import exclusive_lock
 
 
 def test_second_dev_stack_on_the_same_state_folder_refuses_clearly(tmp_path) -> None:
@@ -16,7 +17,7 @@ def test_second_dev_stack_on_the_same_state_folder_refuses_clearly(tmp_path) -> 
     with exclusive_lock(home / "dev.lock"):
         env = {**os.environ, "CANVAS_ASSETS_HOME": str(home)}
         second = subprocess.run(
-            [sys.executable, "-m", "canvas_assets.cli", "dev"],
+            [sys.executable, "-m", "canvas_assets", "dev"],
             env=env,
             capture_output=True,
             text=True,

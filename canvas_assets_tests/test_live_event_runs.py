@@ -1,6 +1,6 @@
 """Which apply runs the Live Events sensor requests: pure decisions, no daemon needed."""
 
-from canvas_assets.sensors import ApplyRun, live_event_run_requests, retry_delay
+from canvas_assets.defs.sensors.live_events import ApplyRun, live_event_run_requests, retry_delay
 
 NOW = 1_800_000_000.0
 

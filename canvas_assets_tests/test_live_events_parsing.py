@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from canvas_assets.live_events import CALIPER_REASON, QuarantineError, parse_message
+from canvas_assets.live_events.parse import CALIPER_REASON, QuarantineError, parse_message
 
 ROOT = "21070000000000001"
 

@@ -11,25 +11,27 @@ import dagster as dg
 import pytest
 from psycopg import sql
 
-from canvas_assets.assets import LIVE_EVENTS_RUN_CONFIG, semester_tables
 from canvas_assets.canvas import CanvasRequestError
-from canvas_assets.cli import main as cli_main
-from canvas_assets.incremental import apply_semester_events, pending_semesters, route_pending
-from canvas_assets.live_events import land_messages
-from canvas_assets.sandbox import ChangeDriver, envelope, global_id, send_envelopes
-from canvas_assets.semester import fetch_terms, find_term
-from canvas_assets.sensors import (
+from canvas_assets.canvas.fetch import fetch_terms, find_term
+from canvas_assets.defs.assets import LIVE_EVENTS_RUN_CONFIG
+from canvas_assets.defs.sensors.live_events import (
     build_live_events_sensor,
     live_event_run_requests,
-    poll_queue,
     recent_apply_runs,
     retry_delay,
 )
-from canvas_assets.settings import SyncSettings
-from canvas_assets.sqs import SQSQueueResource
+from canvas_assets.live_events.apply import apply_semester_events
+from canvas_assets.live_events.land import land_messages
+from canvas_assets.live_events.poll import poll_queue
+from canvas_assets.live_events.route import route_pending
+from canvas_assets.live_events.sqs import SQSQueueResource
+from canvas_assets.live_events.store import pending_semesters
+from canvas_assets.sandbox import ChangeDriver, envelope, global_id, send_envelopes
+from canvas_assets.settings import Settings
+from canvas_assets.tools.cli import main as cli_main
 
 from .conftest import SANDBOX_TOKEN
-from .test_backfill import backfill, real_semesters
+from .test_backfill import backfill, real_semesters, semester_tables
 from .truth import expected_semester, rename_course_in_canvas, warehouse_semester
 
 
@@ -183,8 +185,8 @@ def test_crash_between_landing_and_deleting_loses_nothing_and_applies_once(
     script = textwrap.dedent(
         f"""
         import os, signal
-        from canvas_assets.sensors import poll_queue
-        from canvas_assets.sqs import SQSQueueResource
+        from canvas_assets.live_events.poll import poll_queue
+        from canvas_assets.live_events.sqs import SQSQueueResource
         from canvas_assets.warehouse import WarehouseResource
         queue = SQSQueueResource(**{queue.model_dump()!r})
         warehouse = WarehouseResource(url={warehouse.url!r}, schema_name={warehouse.schema_name!r})
@@ -373,7 +375,7 @@ def test_sensor_lands_and_requests_an_apply_run_that_updates_the_tables(
     semester = real_semesters(institution)[0]
     assert backfill(canvas, warehouse, instance, semester).success
     course_id = rename_course_in_canvas(institution, queue, semester, "Changed by a live event")
-    sensor = build_live_events_sensor(SyncSettings.from_env({}))
+    sensor = build_live_events_sensor(Settings.from_env({}))
     resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
     result = sensor(dg.build_sensor_context(instance=instance, resources=resources))
     assert isinstance(result, dg.SensorResult)
@@ -494,7 +496,7 @@ def test_a_failed_apply_run_is_retried_by_the_sensor_after_a_delay(
     course_id = rename_course_in_canvas(
         institution, queue, semester, "Renamed while Canvas was flaky"
     )
-    sensor = build_live_events_sensor(SyncSettings.from_env({}))
+    sensor = build_live_events_sensor(Settings.from_env({}))
     resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
 
     def launch(request: dg.RunRequest) -> bool:
@@ -595,7 +597,7 @@ def test_sensor_keeps_requesting_runs_while_canvas_cannot_route_an_event(
         for course in (known_course, unknown_course)
     ]
     send_envelopes(queue.client(), queue.queue_url, events)
-    sensor = build_live_events_sensor(SyncSettings.from_env({}))
+    sensor = build_live_events_sensor(Settings.from_env({}))
     resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
     sandbox.faults.error_rate = 1.0
     try:

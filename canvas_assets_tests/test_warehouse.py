@@ -2,14 +2,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from canvas_assets.load import (
+from canvas_assets.settings import SettingError
+from canvas_assets.warehouse import WarehouseError, WarehouseResource
+from canvas_assets.warehouse.migrate import migrate, migrations
+from canvas_assets.warehouse.status import (
     mark_live_events_applied,
     mark_semesters_added,
     mark_sync_finished,
     mark_sync_started,
 )
-from canvas_assets.settings import SettingError
-from canvas_assets.warehouse import MIGRATIONS, WarehouseError, WarehouseResource, migrate
 
 
 def test_migrations_apply_once_and_rerun_as_noop(warehouse: WarehouseResource) -> None:
@@ -34,7 +35,7 @@ def test_migrations_apply_once_and_rerun_as_noop(warehouse: WarehouseResource) -
                 (schema,),
             )
         }
-    assert first == [version for version, _, _ in MIGRATIONS]
+    assert first == [migration.version for migration in migrations()]
     assert second == []
     assert versions == first
     assert {
@@ -67,7 +68,7 @@ def test_embedded_postgres_keeps_data_across_restarts(tmp_path) -> None:
     """Without this, the local stack would lose the warehouse whenever it is restarted."""
     import pgserver
 
-    from canvas_assets.warehouse import _embedded_servers, embedded_database_url
+    from canvas_assets.warehouse.embedded import _embedded_servers, embedded_database_url
 
     data_dir = tmp_path / "pg"
     url = embedded_database_url(data_dir)

@@ -1,7 +1,7 @@
 """What the warehouse must hold for a semester, computed straight from the sandbox's own model.
 
-Deliberately independent of ``canvas_assets.semester``: it reads the sandbox's records, not the
-REST JSON, so a mapping or fetching bug shows up as a difference.
+Deliberately independent of ``canvas_assets.tables.mapping``: it reads the sandbox's records, not
+the REST JSON, so a mapping or fetching bug shows up as a difference.
 """
 
 from __future__ import annotations

@@ -423,6 +423,13 @@ def _fill_term(
     parents: list[dict],
     per_course: float,
 ) -> None:
+    term_courses = _term_courses(b, term, n_courses, departments)
+    _cross_list(b, term_courses)
+    _enroll_term(b, term_courses, teachers, population, parents, per_course)
+
+
+def _term_courses(b: _Builder, term: dict, n_courses: int, departments: list[dict]) -> list[dict]:
+    """The term's courses, each with one to three sections."""
     rng, inst = b.rng, b.inst
     t_start = parse_iso(term["start_at"]) if term["start_at"] else None
     t_end = parse_iso(term["end_at"]) if term["end_at"] else None
@@ -474,7 +481,12 @@ def _fill_term(
         for number in range(n_sections):
             _section(b, course, number, t_start, t_end)
 
-    # ~5% of sections are cross-listed into another course of the same term.
+    return term_courses
+
+
+def _cross_list(b: _Builder, term_courses: list[dict]) -> None:
+    """Move ~5% of sections into another course of the same term."""
+    rng, inst = b.rng, b.inst
     if len(term_courses) > 1:
         movable = [
             s
@@ -494,6 +506,17 @@ def _fill_term(
                 section["sis_course_id"] = target["sis_course_id"]
                 inst.sections_by_course[target["id"]].append(section["id"])
 
+
+def _enroll_term(
+    b: _Builder,
+    term_courses: list[dict],
+    teachers: list[dict],
+    population: list[dict],
+    parents: list[dict],
+    per_course: float,
+) -> None:
+    """Teachers, TAs, students and observers for each course of the term."""
+    rng, inst = b.rng, b.inst
     # A cyclic walk through the shuffled population makes every sampled user enrolled somewhere.
     stream = population[:]
     rng.shuffle(stream)

@@ -1,0 +1,1 @@
+"""Backfills: read a whole semester (or the term list) from Canvas, validate it, write it."""

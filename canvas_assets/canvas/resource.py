@@ -1,0 +1,54 @@
+"""The Canvas instance as a Dagster resource: settings in, a client session out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from canvas_assets.canvas.session import CanvasSession
+
+
+class CanvasResource(dg.ConfigurableResource):
+    """A Canvas LMS instance reached over its REST API with an access token."""
+
+    base_url: str = Field(description="Canvas root URL, e.g. https://school.instructure.com")
+    api_token: str = Field(description="Canvas access token (use dg.EnvVar('CANVAS_API_TOKEN')).")
+    account_id: str = Field(
+        default="self", description="Root account id to sync; 'self' is the token's root account."
+    )
+    max_concurrency: int = Field(default=8, description="Upper bound on requests in flight.")
+    rate_limit_floor: float = Field(
+        default=150.0,
+        description="Keep X-Rate-Limit-Remaining above this by lowering concurrency.",
+    )
+    request_timeout_seconds: float = Field(default=30.0)
+    max_retries: int = Field(default=5, description="Retries for 5xx, connection errors, timeouts.")
+    max_throttle_retries: int = Field(default=12)
+
+    def session(
+        self,
+        log: Any | None = None,
+        *,
+        timeout_seconds: float | None = None,
+        max_retries: int | None = None,
+        max_throttle_retries: int | None = None,
+    ) -> CanvasSession:
+        """A client session; the keyword overrides give a caller with a deadline (a sensor
+        tick) calls that fail fast instead of the run-sized timeout and retry budget."""
+        return CanvasSession(
+            self.base_url,
+            self.api_token,
+            self.account_id,
+            max_concurrency=self.max_concurrency,
+            rate_limit_floor=self.rate_limit_floor,
+            timeout_seconds=(
+                self.request_timeout_seconds if timeout_seconds is None else timeout_seconds
+            ),
+            max_retries=self.max_retries if max_retries is None else max_retries,
+            max_throttle_retries=(
+                self.max_throttle_retries if max_throttle_retries is None else max_throttle_retries
+            ),
+            log=log,
+        )

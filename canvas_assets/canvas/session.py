@@ -1,0 +1,241 @@
+"""Canvas REST client: pagination, throttle-aware adaptive concurrency, retries, clear errors.
+
+Canvas throttles with a leaky bucket per access token (high-water mark 600, 50 units charged up
+front for every request in flight), reports what is left in ``X-Rate-Limit-Remaining`` and answers
+a throttled request with 403 "Rate Limit Exceeded" (newer versions: 429). The client keeps that
+header above ``rate_limit_floor`` by lowering how many requests it has in flight, raises the limit
+again while there is headroom, and waits and retries throttled requests instead of failing.
+Transient failures (5xx, connection errors, timeouts) are retried by urllib3 with jittered
+exponential backoff. The token is only ever placed in the Authorization header.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from canvas_assets.canvas.errors import (
+    CanvasAuthError,
+    CanvasError,
+    CanvasNotFoundError,
+    CanvasPermissionError,
+    CanvasRequestError,
+    CanvasThrottledError,
+)
+from canvas_assets.canvas.limiter import AdaptiveLimiter, CanvasStats
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+USER_AGENT = "canvas-assets/0.1 (+https://github.com/canvas-assets)"
+RETRYABLE_STATUSES = (500, 502, 503, 504)
+
+
+def _is_throttle(response: requests.Response) -> bool:
+    if response.status_code == 429:
+        return True
+    return response.status_code == 403 and "rate limit exceeded" in response.text.lower()
+
+
+def _remaining(response: requests.Response) -> float | None:
+    value = response.headers.get("X-Rate-Limit-Remaining")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def normalize_base_url(base_url: str) -> str:
+    url = base_url.strip().rstrip("/")
+    if url.endswith("/api/v1"):
+        url = url[: -len("/api/v1")]
+    if not url.startswith(("http://", "https://")):
+        raise CanvasError(
+            f"CANVAS_BASE_URL must start with http:// or https:// (e.g. "
+            f"https://school.instructure.com), got {base_url!r}."
+        )
+    return url
+
+
+class CanvasSession:
+    """One run's connection pool, limiter and counters. Thread safe; use it as a context
+    manager so its connections are closed."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        account_id: str,
+        *,
+        max_concurrency: int,
+        rate_limit_floor: float,
+        timeout_seconds: float,
+        max_retries: int,
+        max_throttle_retries: int,
+        log: Any | None = None,
+    ) -> None:
+        self.base_url = normalize_base_url(base_url)
+        self.account_id = str(account_id)
+        self.max_concurrency = max(1, max_concurrency)
+        self.timeout_seconds = timeout_seconds
+        self.max_throttle_retries = max_throttle_retries
+        self.stats = CanvasStats()
+        self.limiter = AdaptiveLimiter(
+            initial=min(4, self.max_concurrency),
+            maximum=self.max_concurrency,
+            floor=rate_limit_floor,
+        )
+        self._log = log
+        self._http = requests.Session()
+        retry = Retry(
+            total=max_retries,
+            connect=max_retries,
+            read=max_retries,
+            status=max_retries,
+            backoff_factor=0.25,
+            backoff_jitter=0.25,
+            backoff_max=10,
+            status_forcelist=RETRYABLE_STATUSES,
+            allowed_methods=frozenset({"GET"}),
+            raise_on_status=False,
+            respect_retry_after_header=True,
+        )
+        adapter = HTTPAdapter(
+            max_retries=retry, pool_connections=4, pool_maxsize=self.max_concurrency + 2
+        )
+        self._http.mount("http://", adapter)
+        self._http.mount("https://", adapter)
+        self._http.headers.update(
+            {
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+        )
+
+    # -- low level ---------------------------------------------------------------------------
+    def _url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            # The session sends the token with every request: never to another origin.
+            origin = "://".join(urlsplit(path)[:2]).lower()
+            if origin != "://".join(urlsplit(self.base_url)[:2]).lower():
+                raise CanvasError(
+                    f"Canvas returned a link to {origin}, which is not CANVAS_BASE_URL "
+                    f"({self.base_url}); refusing to send the token there. Set CANVAS_BASE_URL "
+                    "to the address Canvas uses in its own links."
+                )
+            return path
+        return f"{self.base_url}/api/v1/{path.lstrip('/')}"
+
+    def _request(self, url: str, params: Any = None) -> requests.Response:
+        """GET with throttle handling; returns a 2xx response or raises a CanvasError."""
+        display = url.split("?", 1)[0].replace(self.base_url, "")
+        for attempt in range(self.max_throttle_retries + 1):
+            self.limiter.acquire()
+            response: requests.Response | None = None
+            try:
+                response = self._http.get(url, params=params, timeout=self.timeout_seconds)
+            except requests.RequestException as exc:
+                self.limiter.release(None)
+                raise CanvasRequestError(
+                    f"Canvas did not answer GET {display} after retries "
+                    f"({type(exc).__name__}). Check CANVAS_BASE_URL and that Canvas is reachable."
+                ) from None
+            remaining = _remaining(response)
+            throttled = _is_throttle(response)
+            self.limiter.release(remaining, throttled=throttled)
+            self.stats.add(requests=1)
+            history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
+            if history:
+                self.stats.add(requests=len(history), retries=len(history))
+            if remaining is not None:
+                self.stats.saw_remaining(remaining)
+            if throttled:
+                wait = min(20.0, 0.5 * 2**attempt) * (0.5 + random.random())
+                self.stats.add(throttle_waits=1, throttle_wait_seconds=wait)
+                if self._log is not None:
+                    self._log.info(f"Canvas throttled GET {display}; waiting {wait:.1f}s")
+                time.sleep(wait)
+                continue
+            self._raise_for_status(response, display)
+            return response
+        raise CanvasThrottledError(
+            f"Canvas kept throttling GET {display} after {self.max_throttle_retries} waits. "
+            "Another client may be using the same token; lower CANVAS_MAX_CONCURRENCY."
+        )
+
+    def _raise_for_status(self, response: requests.Response, display: str) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        if status == 401:
+            raise CanvasAuthError(
+                "Canvas rejected the API token (HTTP 401). Check CANVAS_API_TOKEN: it must be a "
+                "valid, unexpired access token for CANVAS_BASE_URL."
+            )
+        if status == 403:
+            raise CanvasPermissionError(
+                f"Canvas refused GET {display} (HTTP 403). The user behind CANVAS_API_TOKEN needs "
+                "account-admin read access to courses, sections, enrollments and users."
+            )
+        if status == 404:
+            if display.startswith(f"/api/v1/accounts/{self.account_id}"):
+                raise CanvasNotFoundError(
+                    f"Canvas has no account {self.account_id!r} (HTTP 404 on {display}). "
+                    "Check CANVAS_ACCOUNT_ID (use 'self' for the token's root account)."
+                )
+            raise CanvasNotFoundError(f"Canvas has no object at {display} (HTTP 404).")
+        raise CanvasRequestError(f"Canvas answered GET {display} with HTTP {status} after retries.")
+
+    # -- API -----------------------------------------------------------------------------------
+    def get(self, path: str, params: Any = None) -> Any:
+        response = self._request(self._url(path), params)
+        self.stats.add(pages=1)
+        return response.json()
+
+    def paginate(self, path: str, params: Any = None, *, key: str | None = None) -> Iterator[dict]:
+        """Yield every item of a paginated list, following ``Link: rel="next"`` as opaque URLs."""
+        query = list(params.items() if isinstance(params, dict) else (params or []))
+        if not any(name == "per_page" for name, _ in query):
+            query.append(("per_page", 100))
+        url: str | None = self._url(path)
+        request_params: Any = query
+        while url:
+            response = self._request(url, request_params)
+            self.stats.add(pages=1)
+            body = response.json()
+            items = body[key] if key is not None else body
+            yield from items
+            next_url = response.links.get("next", {}).get("url")
+            url = self._url(next_url) if next_url else None
+            request_params = None  # the next URL already carries every parameter
+
+    def account_path(self, suffix: str = "") -> str:
+        return f"/accounts/{self.account_id}{suffix}"
+
+    def map_concurrent(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """Run ``fn`` over ``items`` on a thread pool; the limiter caps requests in flight."""
+        work = list(items)
+        if not work:
+            return []
+        with ThreadPoolExecutor(
+            max_workers=min(self.max_concurrency, len(work)), thread_name_prefix="canvas"
+        ) as pool:
+            return list(pool.map(fn, work))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CanvasSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,58 @@
+"""``canvas_reconciliation``: the nightly re-backfill of the semesters running now, which heals
+Live Events that Canvas never delivered."""
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from canvas_assets.defs.jobs import semester_sync_job
+from canvas_assets.defs.partitions import semester_partitions
+from canvas_assets.settings import Settings
+from canvas_assets.warehouse import WarehouseResource
+from canvas_assets.warehouse.reads import term_dates
+
+RECONCILE_MARGIN = timedelta(days=14)
+
+
+def current_semesters(
+    terms: Iterable[tuple[str, datetime | None, datetime | None]],
+    now: datetime,
+    partitions: Iterable[str],
+) -> list[str]:
+    """Partitions whose term runs now (with two weeks' margin either side for late grades)."""
+    existing = set(partitions)
+    return sorted(
+        semester
+        for semester, start, end in terms
+        if semester in existing
+        and start is not None
+        and start - RECONCILE_MARGIN <= now
+        and (end is None or now <= end + RECONCILE_MARGIN)
+    )
+
+
+def build_reconciliation_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="canvas_reconciliation",
+        cron_schedule=settings.reconcile_cron,
+        job=semester_sync_job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Re-backfills the current semesters (CANVAS_RECONCILE_CRON, nightly by "
+        "default) to heal Live Events that Canvas never delivered.",
+    )
+    def canvas_reconciliation(
+        context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource
+    ) -> list[dg.RunRequest] | dg.SkipReason:
+        with warehouse.connect() as conn:
+            terms = term_dates(conn, warehouse.table_schema())
+        now = context.scheduled_execution_time or datetime.now(UTC)
+        semesters = current_semesters(
+            terms, now, context.instance.get_dynamic_partitions(semester_partitions.name)
+        )
+        if not semesters:
+            return dg.SkipReason("No current semesters to reconcile.")
+        stamp = now.strftime("%Y-%m-%dT%H:%M")
+        return [dg.RunRequest(run_key=f"reconcile:{s}:{stamp}", partition_key=s) for s in semesters]
+
+    return canvas_reconciliation

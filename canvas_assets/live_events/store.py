@@ -1,0 +1,317 @@
+"""Every SQL statement of the Live Events path: landing, quarantine, routing, pending, apply.
+
+Tables: ``live_events`` (one row per landed event and semester; ``applied_at``/``outcome`` close
+it) and ``live_event_quarantine``. Routing and apply also read the semester tables. Values are
+always bound parameters; only the schema and table names are composed, as identifiers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from canvas_assets.live_events.parse import ParsedEvent, event_key
+
+ROUTE_BATCH = 10_000  # unrouted events read per tick
+
+
+def _t(schema: str, table: str) -> sql.Composable:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+
+
+# -- landing ----------------------------------------------------------------------------------
+def insert_event(
+    cur: psycopg.Cursor, schema: str, message_id: str | None, event: ParsedEvent
+) -> bool:
+    """Land one parsed event; False when it was already landed (same key)."""
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {} (event_key, message_id, event_name, event_time, supported,"
+            " course_id, section_id, enrollment_id, user_id, envelope, applied_at, outcome)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            "  CASE WHEN %s THEN NULL ELSE now() END,"
+            "  CASE WHEN %s THEN NULL ELSE 'unknown_event' END)"
+            " ON CONFLICT (event_key) DO NOTHING"
+        ).format(_t(schema, "live_events")),
+        (
+            event.event_key,
+            message_id,
+            event.event_name,
+            event.event_time,
+            event.supported,
+            event.course_id,
+            event.section_id,
+            event.enrollment_id,
+            event.user_id,
+            Jsonb(event.envelope),
+            event.supported,
+            event.supported,
+        ),
+    )
+    return cur.rowcount > 0
+
+
+def insert_quarantine(
+    cur: psycopg.Cursor, schema: str, message_id: str | None, raw: object, reason: str
+) -> None:
+    """Keep a message that cannot be applied, with the reason and its raw text."""
+    text = raw if isinstance(raw, str) else repr(raw)
+    # Keep what cannot be stored as UTF-8 (lone surrogates) visible as escapes.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {} (raw_key, message_id, reason, raw) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (raw_key) DO NOTHING"
+        ).format(_t(schema, "live_event_quarantine")),
+        # PostgreSQL text cannot hold NUL: keep it visible as an escape.
+        (event_key(text), message_id, reason, text.replace("\x00", "\\u0000")),
+    )
+
+
+# -- routing ----------------------------------------------------------------------------------
+def unrouted_events(conn: psycopg.Connection, schema: str) -> list[tuple]:
+    """(seq, event_name, course_id, enrollment_id, user_id) of landed events with no semester.
+    Events whose look-ups failed before go last, so they cannot starve new ones."""
+    return conn.execute(
+        sql.SQL(
+            "SELECT seq, event_name, course_id, enrollment_id, user_id FROM {} "
+            "WHERE applied_at IS NULL AND semester IS NULL ORDER BY route_attempts, seq LIMIT %s"
+        ).format(_t(schema, "live_events")),
+        (ROUTE_BATCH,),
+    ).fetchall()
+
+
+def _lookup(conn: psycopg.Connection, query: sql.Composable, ids: Iterable[int]) -> dict:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    return dict(conn.execute(query, (wanted,)).fetchall())
+
+
+def enrollment_courses(conn: psycopg.Connection, schema: str, ids: Iterable[int]) -> dict:
+    """enrollment id → course id, from the warehouse's newest row of each enrollment."""
+    return _lookup(
+        conn,
+        sql.SQL(
+            "SELECT DISTINCT ON (institution_id) institution_id, course_id FROM {} "
+            "WHERE institution_id = ANY(%s) ORDER BY institution_id, source_updated_at DESC"
+        ).format(_t(schema, "enrollments")),
+        ids,
+    )
+
+
+def enrollment_courses_from_events(
+    conn: psycopg.Connection, schema: str, ids: Iterable[int]
+) -> dict:
+    """enrollment id → course id named by a landed event (a new enrollment's
+    enrollment_created arrives beside its state event, before any backfill saw it)."""
+    return _lookup(
+        conn,
+        sql.SQL(
+            "SELECT DISTINCT ON (enrollment_id) enrollment_id, course_id FROM {} "
+            "WHERE enrollment_id = ANY(%s) AND course_id IS NOT NULL ORDER BY enrollment_id, seq"
+        ).format(_t(schema, "live_events")),
+        ids,
+    )
+
+
+def course_semesters(conn: psycopg.Connection, schema: str, ids: Iterable[int]) -> dict:
+    """course id → the semester of its newest active row (else newest row)."""
+    return _lookup(
+        conn,
+        sql.SQL(
+            "SELECT DISTINCT ON (institution_id) institution_id, semester FROM {} "
+            "WHERE institution_id = ANY(%s) "
+            "ORDER BY institution_id, (deleted_at IS NULL) DESC, source_updated_at DESC"
+        ).format(_t(schema, "courses")),
+        ids,
+    )
+
+
+def user_semesters(conn: psycopg.Connection, schema: str, ids: Iterable[int]) -> dict:
+    """user id → every semester in which the person has an active row, in order."""
+    found: dict[int, list[str]] = {}
+    wanted = sorted(set(ids))
+    if not wanted:
+        return found
+    for user_id, semester in conn.execute(
+        sql.SQL(
+            "SELECT institution_id, semester FROM {} WHERE institution_id = ANY(%s) "
+            "AND deleted_at IS NULL ORDER BY institution_id, semester"
+        ).format(_t(schema, "users")),
+        (wanted,),
+    ):
+        found.setdefault(user_id, []).append(semester)
+    return found
+
+
+def save_routes(
+    conn: psycopg.Connection,
+    schema: str,
+    routes: Sequence[tuple[str | None, int | None, str | None, int]],
+    copies: Sequence[tuple[int, str]],
+    failed: Sequence[int],
+) -> None:
+    """In one transaction: each (semester, course, outcome, seq) route (an outcome closes the
+    event), the copies for extra semesters, and one more failed attempt for ``failed`` seqs."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                "UPDATE {} SET semester = %s, course_id = COALESCE(course_id, %s), outcome = %s, "
+                "applied_at = CASE WHEN %s::text IS NULL THEN NULL ELSE now() END WHERE seq = %s"
+            ).format(_t(schema, "live_events")),
+            [(s, c, o, o, q) for s, c, o, q in routes],
+        )
+        copy_events(cur, schema, copies)
+        cur.execute(
+            sql.SQL("UPDATE {} SET route_attempts = route_attempts + 1 WHERE seq = ANY(%s)").format(
+                _t(schema, "live_events")
+            ),
+            (list(failed),),
+        )
+
+
+def copy_events(cur: psycopg.Cursor, schema: str, copies: Sequence[tuple[int, str]]) -> None:
+    """Route a copy of event ``seq`` to another semester, keyed off the original so that doing
+    it again is a no-op."""
+    cur.executemany(
+        sql.SQL(
+            "INSERT INTO {t} (event_key, message_id, event_name, event_time, supported, "
+            "course_id, section_id, enrollment_id, user_id, envelope, semester) "
+            "SELECT event_key || ':' || %s, message_id, event_name, event_time, supported, "
+            "course_id, section_id, enrollment_id, user_id, envelope, %s FROM {t} "
+            "WHERE seq = %s ON CONFLICT (event_key) DO NOTHING"
+        ).format(t=_t(schema, "live_events")),
+        [(semester, semester, seq) for seq, semester in copies],
+    )
+
+
+# -- pending ----------------------------------------------------------------------------------
+def pending_semesters(
+    conn: psycopg.Connection, schema: str, partitions: set[str] | None = None
+) -> dict[str, int]:
+    """Semesters (among ``partitions``, if given) with routed events waiting to be applied, and
+    their newest event's seq.
+
+    Only semesters whose backfill has completed once qualify: applying a few courses' events to
+    a semester that was never imported would show a half-imported semester. Their events wait,
+    and the first apply after the backfill closes those the backfill already covered as stale.
+    """
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT e.semester, max(e.seq) FROM {events} AS e JOIN {status} AS s "
+            "ON s.semester = e.semester AND s.last_sync_completed_at IS NOT NULL "
+            "WHERE e.applied_at IS NULL AND e.semester IS NOT NULL "
+            "GROUP BY e.semester ORDER BY e.semester"
+        ).format(events=_t(schema, "live_events"), status=_t(schema, "semester_sync_status"))
+    ).fetchall()
+    return {
+        semester: int(seq) for semester, seq in rows if partitions is None or semester in partitions
+    }
+
+
+def count_pending(conn: psycopg.Connection, schema: str) -> int:
+    """Landed events not closed yet (waiting to be routed or applied)."""
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE applied_at IS NULL").format(
+            _t(schema, "live_events")
+        )
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+# -- apply ------------------------------------------------------------------------------------
+def claim_pending(conn: psycopg.Connection, schema: str, semester: str) -> list[tuple]:
+    """(seq, event_name, event_time, course_id, user_id) of the semester's pending events,
+    locked until the caller's transaction ends."""
+    return conn.execute(
+        sql.SQL(
+            "SELECT seq, event_name, event_time, course_id, user_id FROM {} "
+            "WHERE applied_at IS NULL AND semester = %s ORDER BY seq FOR UPDATE SKIP LOCKED"
+        ).format(_t(schema, "live_events")),
+        (semester,),
+    ).fetchall()
+
+
+def course_versions(
+    conn: psycopg.Connection, schema: str, semester: str, course_ids: Iterable[int]
+) -> dict[int, datetime]:
+    """course id → ``source_updated_at`` of its row in ``semester``: how current it is."""
+    return dict(
+        conn.execute(
+            sql.SQL(
+                "SELECT institution_id, source_updated_at FROM {} WHERE semester = %s "
+                "AND institution_id = ANY(%s)"
+            ).format(_t(schema, "courses")),
+            (semester, sorted(set(course_ids))),
+        ).fetchall()
+    )
+
+
+def courses_taught_by(
+    conn: psycopg.Connection, schema: str, semester: str, user_ids: Iterable[int]
+) -> list[int]:
+    """Courses of ``semester`` in which any of ``user_ids`` is an active teacher."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT DISTINCT course_id FROM {} WHERE semester = %s AND deleted_at IS NULL "
+            "AND role = 'TeacherEnrollment' AND user_id = ANY(%s)"
+        ).format(_t(schema, "enrollments")),
+        (semester, sorted(set(user_ids))),
+    ).fetchall()
+    return [course_id for (course_id,) in rows]
+
+
+def user_rows(
+    conn: psycopg.Connection, schema: str, semester: str, user_ids: Iterable[int]
+) -> list[dict]:
+    """The semester's users rows of ``user_ids`` (as dicts)."""
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(
+            sql.SQL("SELECT * FROM {} WHERE semester = %s AND institution_id = ANY(%s)").format(
+                _t(schema, "users")
+            ),
+            (semester, sorted(set(user_ids))),
+        ).fetchall()
+
+
+CONTACT_COLUMNS = ("first_name", "last_name", "preferred_name", "email", "sis_user_id", "login_id")
+
+
+def update_contact_elsewhere(
+    conn: psycopg.Connection, schema: str, row: dict, semester: str, observed_at: datetime
+) -> None:
+    """Give the person's rows in other semesters the refreshed contact fields of ``row``."""
+    contact = [row[c] for c in CONTACT_COLUMNS]
+    columns = [sql.Identifier(c) for c in CONTACT_COLUMNS]
+    conn.execute(
+        sql.SQL(
+            "UPDATE {users} SET {sets}, source_updated_at = %s "
+            "WHERE institution_id = %s AND semester <> %s AND source_updated_at <= %s "
+            "AND ({cols}) IS DISTINCT FROM ({params})"
+        ).format(
+            users=_t(schema, "users"),
+            sets=sql.SQL(", ").join(sql.SQL("{} = %s").format(c) for c in columns),
+            cols=sql.SQL(", ").join(columns),
+            params=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        ),
+        (*contact, observed_at, row["institution_id"], semester, observed_at, *contact),
+    )
+
+
+def close_events(conn: psycopg.Connection, schema: str, outcomes: dict[int, str]) -> None:
+    """Mark events applied with their outcome (``applied``, ``stale``)."""
+    by_outcome: dict[str, list[int]] = {}
+    for seq, outcome in outcomes.items():
+        by_outcome.setdefault(outcome, []).append(seq)
+    for outcome, seqs in by_outcome.items():
+        conn.execute(
+            sql.SQL("UPDATE {} SET applied_at = now(), outcome = %s WHERE seq = ANY(%s)").format(
+                _t(schema, "live_events")
+            ),
+            (outcome, seqs),
+        )

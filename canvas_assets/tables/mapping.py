@@ -1,0 +1,185 @@
+"""Canvas REST JSON → warehouse rows, following the Element451 Canvas field mapping.
+
+Section-level values replace the guide's course-level ones where Canvas has them: a section's own
+dates (falling back to the course's) and the section's own student count. ``departments`` holds
+the course's own account (Canvas's sub-account, used by institutions as the department).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from canvas_assets.tables.spec import SemesterSnapshot, semester_key
+
+INSTRUCTOR_TYPES = ("TeacherEnrollment",)
+# Teachers who still teach the section: an inactive teacher is no longer its instructor.
+INSTRUCTOR_STATES = ("active", "invited", "creation_pending", "completed")
+
+
+def _ts(value: object) -> pd.Timestamp | None:
+    """Any ISO-8601 variant or offset, as UTC."""
+    if value in (None, ""):
+        return None
+    stamp = pd.Timestamp(value)
+    return stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
+
+
+def _int(value: object) -> int | None:
+    return None if value is None else int(value)
+
+
+def person_name(user: dict) -> tuple[str | None, str | None]:
+    """First and last name: Canvas's own fields, else split ``sortable_name`` ("Last, First")."""
+    first, last = user.get("first_name"), user.get("last_name")
+    if first or last:
+        return first, last
+    sortable = user.get("sortable_name") or ""
+    if "," in sortable:
+        last_part, first_part = sortable.split(",", 1)
+        return first_part.strip() or None, last_part.strip() or None
+    name = (user.get("name") or "").strip()
+    if " " in name:
+        first_part, last_part = name.rsplit(" ", 1)
+        return first_part, last_part
+    return (name or None), None
+
+
+def display_name(user: dict) -> str:
+    first, last = person_name(user)
+    joined = " ".join(part for part in (first, last) if part)
+    return joined or user.get("name") or str(user.get("id"))
+
+
+def term_row(term: dict) -> dict:
+    return {
+        "institution_id": int(term["id"]),
+        "code": term.get("sis_term_id"),
+        "name": term.get("name") or "",
+        "start_at": _ts(term.get("start_at")),
+        "end_at": _ts(term.get("end_at")),
+        "status": term.get("workflow_state") or "active",
+        "semester": semester_key(term),
+    }
+
+
+def course_rows(snapshot: SemesterSnapshot) -> list[dict]:
+    rows = []
+    for course in snapshot.courses:
+        term = course.get("term") or snapshot.term
+        account_id = _int(course.get("account_id"))
+        departments = (
+            [{"institution_id": account_id, "name": course.get("account_name")}]
+            if account_id is not None
+            else []
+        )
+        rows.append(
+            {
+                "semester": snapshot.semester,
+                "institution_id": int(course["id"]),
+                "name": course.get("name") or "",
+                "description": course.get("public_description"),
+                "code": course.get("course_code"),
+                "total_students": _int(course.get("total_students")),
+                "departments": json.dumps(departments, ensure_ascii=False),
+                "status": course.get("workflow_state"),
+                "type": course.get("course_format"),
+                "term": term.get("sis_term_id"),
+                "timezone": course.get("time_zone"),
+                "account_id": account_id,
+                "sis_course_id": course.get("sis_course_id"),
+                "start_at": _ts(course.get("start_at")),
+                "end_at": _ts(course.get("end_at")),
+            }
+        )
+    return rows
+
+
+def section_rows(snapshot: SemesterSnapshot) -> list[dict]:
+    courses = {int(c["id"]): c for c in snapshot.courses}
+    instructors: dict[int, list[dict]] = {}
+    for enrollment in sorted(snapshot.objects("enrollments"), key=lambda e: int(e["id"])):
+        if (
+            enrollment.get("type") in INSTRUCTOR_TYPES
+            and enrollment.get("enrollment_state") in INSTRUCTOR_STATES
+        ):
+            user = snapshot.users.get(int(enrollment["user_id"])) or enrollment.get("user") or {}
+            section_teachers = instructors.setdefault(int(enrollment["course_section_id"]), [])
+            if all(u.get("id") != user.get("id") for u in section_teachers):
+                section_teachers.append(user)
+    rows = []
+    for section in snapshot.objects("sections"):
+        course = courses.get(int(section["course_id"]), {})
+        term = course.get("term") or snapshot.term
+        teachers = instructors.get(int(section["id"]), [])
+        emails = [t.get("email") for t in teachers if t.get("email")]
+        rows.append(
+            {
+                "semester": snapshot.semester,
+                "institution_id": int(section["id"]),
+                "course_id": int(section["course_id"]),
+                "name": section.get("name") or "",
+                "code": course.get("course_code"),
+                "status": course.get("workflow_state"),
+                "instruction_mode": course.get("course_format"),
+                "term": term.get("sis_term_id"),
+                "school": course.get("account_name"),
+                "instructor": ", ".join(display_name(t) for t in teachers) or None,
+                "instructor_email": ", ".join(emails) or None,
+                "current_enrollments": _int(section.get("total_students")),
+                "timezone": course.get("time_zone"),
+                "start_date": _ts(section.get("start_at") or course.get("start_at")),
+                "end_date": _ts(section.get("end_at") or course.get("end_at")),
+                "sis_section_id": section.get("sis_section_id"),
+            }
+        )
+    return rows
+
+
+def enrollment_rows(snapshot: SemesterSnapshot) -> list[dict]:
+    rows = []
+    for enrollment in snapshot.objects("enrollments"):
+        grades = enrollment.get("grades") or {}
+        rows.append(
+            {
+                "semester": snapshot.semester,
+                "institution_id": int(enrollment["id"]),
+                "course_id": int(enrollment["course_id"]),
+                "section_id": int(enrollment["course_section_id"]),
+                "user_id": int(enrollment["user_id"]),
+                "role": enrollment.get("type"),
+                "enrollment_status": enrollment.get("enrollment_state"),
+                "current_grade_text": grades.get("current_grade"),
+                "current_grade_number": grades.get("current_score"),
+                "final_grade_text": grades.get("final_grade"),
+                "final_grade_number": grades.get("final_score"),
+                "last_lms_activity": _ts(enrollment.get("last_activity_at")),
+                "last_attended_date": _ts(enrollment.get("last_attended_at")),
+                "total_active_time": _int(enrollment.get("total_activity_time")),
+            }
+        )
+    return rows
+
+
+def user_row(user: dict, semester: str) -> dict:
+    first, last = person_name(user)
+    created = _ts(user.get("created_at"))
+    return {
+        "semester": semester,
+        "institution_id": int(user["id"]),
+        "first_name": first,
+        "last_name": last,
+        "preferred_name": user.get("short_name"),
+        "email": user.get("email"),
+        "sis_user_id": user.get("sis_user_id"),
+        "login_id": user.get("login_id"),
+        "source_type": "LMS",
+        "source_name": "Canvas",
+        # The date the contact entered the LMS: stable across re-syncs, unlike the sync time.
+        "source_date": created.date() if created is not None else None,
+    }
+
+
+def user_rows(snapshot: SemesterSnapshot) -> list[dict]:
+    return [user_row(user, snapshot.semester) for _, user in sorted(snapshot.users.items())]

@@ -1,0 +1,79 @@
+"""What one declaration of a table says, and the snapshot of Canvas data that tables are mapped
+from. The declarations themselves are in ``tables.registry``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from canvas_assets.tables.models import Strict
+
+
+def semester_key(term: dict) -> str:
+    """The partition key of a term: its SIS id, or ``term-<canvas id>`` when it has none."""
+    sis = term.get("sis_term_id")
+    return str(sis) if sis else f"term-{term['id']}"
+
+
+@dataclass
+class SemesterSnapshot:
+    """Everything Canvas returned for one semester (or some of its courses) in one run.
+
+    ``per_course`` holds the objects of each table fetched with one paginated GET per course
+    (keyed by table name, see ``PerCourse``); ``users`` the people enrolled, by id.
+    """
+
+    semester: str
+    term: dict
+    fetched_at: datetime
+    courses: list[dict] = field(default_factory=list)
+    per_course: dict[str, list[dict]] = field(default_factory=dict)
+    users: dict[int, dict] = field(default_factory=dict)
+
+    def objects(self, table: str) -> list[dict]:
+        return self.per_course.get(table, [])
+
+
+@dataclass(frozen=True)
+class PerCourse:
+    """A table whose Canvas objects are listed per course: ``path`` has ``{course_id}``."""
+
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+
+    def url(self, course_id: int) -> str:
+        return self.path.format(course_id=course_id)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One warehouse table: everything assets, checks, mapping and writes derive from.
+
+    - ``model`` is the pandera model: the columns, their types, rules and documentation.
+    - ``rows`` maps a ``SemesterSnapshot`` to the table's rows.
+    - ``source`` says how its objects are fetched when they come per course (sections,
+      enrollments); ``None`` for what the fetch plan reads otherwise (courses, users) or for
+      a table derived from data already fetched.
+    - ``key`` is the upsert key. ``course_column`` names the column holding the course id, which
+      scopes a Live Events apply to the courses it re-read; ``None`` means an apply never marks
+      rows deleted by absence. ``kept_by`` (table, column): a row stays active only while an
+      active row of that table references it (a person with no enrollment left is removed).
+    - ``references`` (column → table) are checked inside the partition by pandera.
+    - ``upstream`` is the asset it follows in the lineage graph.
+    """
+
+    name: str
+    model: type[Strict]
+    description: str
+    rows: Callable[[SemesterSnapshot], list[dict]] | None = None
+    source: PerCourse | None = None
+    key: tuple[str, ...] = ("semester", "institution_id")
+    course_column: str | None = None
+    kept_by: tuple[str, str] | None = None
+    references: Mapping[str, str] = field(default_factory=dict)
+    upstream: str | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.model.to_schema().columns)

@@ -1,0 +1,1 @@
+"""The ``canvas-assets`` command: the local dev stack, the sandbox, and Live Events replay."""

@@ -1,0 +1,76 @@
+"""Versioned migrations: ``migrations/NNNN_name.sql``, applied in order, once per schema.
+
+Each file's first line is ``-- <name>``; ``{schema}`` stands for the quoted schema name. All
+pending files run in one transaction under an advisory lock, so concurrent starters wait and then
+find nothing to do. Never edit a released migration: add a new file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+
+from canvas_assets.settings import validate_schema_name
+
+_MIGRATION_LOCK_KEY = 0x43414E56  # "CANV": serialises migrations across processes
+_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    ddl: str
+
+
+def migrations() -> list[Migration]:
+    """Every migration shipped with the package, in version order."""
+    found = []
+    for entry in resources.files("canvas_assets.warehouse").joinpath("migrations").iterdir():
+        match = _FILE.match(entry.name)
+        if match is None:
+            continue
+        text = entry.read_text(encoding="utf-8")
+        first, _, ddl = text.partition("\n")
+        found.append(Migration(int(match.group(1)), first.removeprefix("--").strip(), ddl))
+    return sorted(found, key=lambda m: m.version)
+
+
+def migrate(conn: psycopg.Connection, schema: str) -> list[int]:
+    """Apply pending migrations to ``schema``; return the versions applied now."""
+    schema_ident = sql.Identifier(validate_schema_name(schema))
+    applied_now: list[int] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema_ident))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(schema_ident)
+        )
+        done = {
+            row[0]
+            for row in conn.execute(
+                sql.SQL("SELECT version FROM {}.schema_migrations").format(schema_ident)
+            )
+        }
+        for migration in migrations():
+            if migration.version in done:
+                continue
+            # The only text substituted is the schema, quoted as an identifier by psycopg.
+            ddl = migration.ddl.replace("{schema}", schema_ident.as_string(conn))
+            conn.execute(ddl.encode())
+            conn.execute(
+                sql.SQL("INSERT INTO {}.schema_migrations (version, name) VALUES (%s, %s)").format(
+                    schema_ident
+                ),
+                (migration.version, migration.name),
+            )
+            applied_now.append(migration.version)
+    return applied_now

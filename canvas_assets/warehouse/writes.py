@@ -1,0 +1,256 @@
+"""Writes to the warehouse: COPY into a temp table, upsert what changed, soft-delete what vanished.
+
+Deletion meaning, used everywhere (backfills and Live Events): a row is never physically removed;
+when Canvas no longer returns an object for a semester, or reports it deleted, its row keeps its
+last values and gets ``deleted_at``. Active rows are ``WHERE deleted_at IS NULL``.
+
+``source_updated_at`` is when the row's data was true in Canvas (a backfill's fetch start, an
+event's time). A write never replaces a row whose ``source_updated_at`` is newer, so an old
+backfill or a late event cannot overwrite newer data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from canvas_assets.tables import SEMESTER_TABLES, TableSpec
+
+
+@dataclass
+class WriteCounts:
+    rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+    removed: int = 0
+
+    def as_metadata(self) -> dict[str, int]:
+        return {f"rows_{k}" if k != "rows" else "row_count": v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which existing rows a write covers: those it does not bring back are marked deleted.
+    ``Scope.nothing()`` marks none."""
+
+    condition: sql.Composable
+    params: tuple[object, ...] = ()
+
+    @classmethod
+    def nothing(cls) -> Scope:
+        return cls(sql.SQL("false"))
+
+
+def _table(schema: str, table: str) -> sql.Composable:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+
+
+def _python_rows(df: pd.DataFrame) -> Iterable[tuple]:
+    """Frame rows as plain Python values; pandas' missing markers become None."""
+    plain = df.astype(object).where(df.notna(), None)
+    return plain.itertuples(index=False, name=None)
+
+
+def _copy_to_temp(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[tuple],
+) -> sql.Identifier:
+    temp = sql.Identifier(f"incoming_{table}")
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(temp))
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+            temp, _table(schema, table)
+        )
+    )
+    column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
+    with (
+        conn.cursor() as cur,
+        cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(temp, column_list)) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+    # Fresh temp tables have no statistics: without them the planner picks nested-loop
+    # anti-joins that grow quadratically with the semester's size.
+    conn.execute(sql.SQL("ANALYZE {}").format(temp))
+    return temp
+
+
+def _upsert_statement(
+    target: sql.Composable, temp: sql.Identifier, columns: Sequence[str], key: Sequence[str]
+) -> sql.Composable:
+    """INSERT … ON CONFLICT that touches a row only when a value changed and the incoming data
+    is not older than the row's."""
+    ident = sql.Identifier
+    values = [c for c in columns if c not in key and c != "source_updated_at"]
+    return sql.SQL(
+        "INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {temp} "
+        "ON CONFLICT ({key}) DO UPDATE SET {sets}, source_updated_at = EXCLUDED.source_updated_at,"
+        " deleted_at = NULL "
+        "WHERE (({old}), t.deleted_at IS NULL) IS DISTINCT FROM (({new}), true) "
+        "AND t.source_updated_at <= EXCLUDED.source_updated_at "
+        "RETURNING (xmax = 0) AS inserted"
+    ).format(
+        target=target,
+        cols=sql.SQL(", ").join(map(ident, columns)),
+        temp=temp,
+        key=sql.SQL(", ").join(map(ident, key)),
+        sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=ident(c)) for c in values),
+        old=sql.SQL(", ").join(sql.SQL("t.{}").format(ident(c)) for c in values),
+        new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(ident(c)) for c in values),
+    )
+
+
+def _remove_statement(
+    target: sql.Composable, temp: sql.Identifier, key: Sequence[str], scope: Scope
+) -> sql.Composable:
+    """Mark deleted the active rows in ``scope`` that the incoming rows do not bring back."""
+    return sql.SQL(
+        "UPDATE {target} AS t SET deleted_at = %s, source_updated_at = %s "
+        "WHERE t.deleted_at IS NULL AND t.source_updated_at <= %s AND {scope} "
+        "AND NOT EXISTS (SELECT 1 FROM {temp} AS i WHERE {match})"
+    ).format(
+        target=target,
+        scope=scope.condition,
+        temp=temp,
+        match=sql.SQL(" AND ").join(
+            sql.SQL("i.{c} = t.{c}").format(c=sql.Identifier(c)) for c in key
+        ),
+    )
+
+
+def upsert_rows(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    df: pd.DataFrame,
+    observed_at: datetime,
+    key: Sequence[str],
+    scope: Scope,
+) -> WriteCounts:
+    """Upsert ``df`` into ``table`` and soft-delete rows in ``scope`` that ``df`` lacks.
+
+    Must run inside the caller's transaction.
+    """
+    columns = [*df.columns, "source_updated_at"]
+    rows = (row + (observed_at,) for row in _python_rows(df))
+    temp = _copy_to_temp(conn, schema, table, columns, rows)
+    target = _table(schema, table)
+    counts = WriteCounts(rows=len(df))
+    with conn.cursor() as cur:
+        cur.execute(_upsert_statement(target, temp, columns, key))
+        for (inserted,) in cur.fetchall():
+            if inserted:
+                counts.inserted += 1
+            else:
+                counts.updated += 1
+        cur.execute(
+            _remove_statement(target, temp, key, scope),
+            (observed_at, observed_at, observed_at, *scope.params),
+        )
+        counts.removed = cur.rowcount
+    return counts
+
+
+def lock_semester(conn: psycopg.Connection, schema: str, semester: str) -> None:
+    """Serialise writers of one semester (a backfill and a Live Events apply) until the current
+    transaction ends, so they neither deadlock nor interleave; other semesters go on."""
+    _advisory_xact_lock(conn, f"{schema}/semester/{semester}")
+
+
+def lock_cross_semester_users(conn: psycopg.Connection, schema: str) -> None:
+    """Serialise applies that update a person's rows in other semesters: two of them, each
+    holding its own semester's rows and wanting the other's, would otherwise deadlock."""
+    _advisory_xact_lock(conn, f"{schema}/cross-semester-users")
+
+
+def _advisory_xact_lock(conn: psycopg.Connection, name: str) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
+
+
+def write_semester(
+    conn: psycopg.Connection,
+    schema: str,
+    semester: str,
+    frames: dict[str, pd.DataFrame],
+    observed_at: datetime,
+    tables: Sequence[TableSpec] = SEMESTER_TABLES,
+) -> dict[str, WriteCounts]:
+    """Write one semester's tables in a single transaction: all of it or none of it."""
+    counts: dict[str, WriteCounts] = {}
+    scope = Scope(sql.SQL("t.semester = %s"), (semester,))
+    with conn.transaction():
+        lock_semester(conn, schema, semester)
+        for spec in tables:
+            counts[spec.name] = upsert_rows(
+                conn, schema, spec.name, frames[spec.name], observed_at, spec.key, scope
+            )
+    return counts
+
+
+def write_courses(
+    conn: psycopg.Connection,
+    schema: str,
+    semester: str,
+    course_ids: Sequence[int],
+    frames: dict[str, pd.DataFrame],
+    observed_at: datetime,
+    tables: Sequence[TableSpec] = SEMESTER_TABLES,
+) -> dict[str, WriteCounts]:
+    """Write what a re-read of some courses of ``semester`` returned, inside the caller's
+    transaction: each table's rows of those courses that were not returned are marked deleted,
+    then rows no longer kept by any active row (``kept_by``) are."""
+    counts: dict[str, WriteCounts] = {}
+    for spec in tables:
+        scope = Scope.nothing()
+        if spec.course_column is not None:
+            condition = sql.SQL("t.semester = %s AND t.{} = ANY(%s)").format(
+                sql.Identifier(spec.course_column)
+            )
+            scope = Scope(condition, (semester, list(course_ids)))
+        counts[spec.name] = upsert_rows(
+            conn, schema, spec.name, frames[spec.name], observed_at, spec.key, scope
+        )
+    for spec in tables:
+        if spec.kept_by is not None:
+            counts[spec.name].removed += _remove_unreferenced(
+                conn, schema, spec, semester, observed_at
+            )
+    return counts
+
+
+def _remove_unreferenced(
+    conn: psycopg.Connection, schema: str, spec: TableSpec, semester: str, observed_at: datetime
+) -> int:
+    """Mark deleted the semester's rows of ``spec`` that no active ``kept_by`` row references
+    (the users table holds the people enrolled: whoever has no enrollment left goes)."""
+    table, column = spec.kept_by  # type: ignore[misc]
+    statement = sql.SQL(
+        "UPDATE {target} AS t SET deleted_at = %s, source_updated_at = %s "
+        "WHERE t.semester = %s AND t.deleted_at IS NULL AND t.source_updated_at <= %s "
+        "AND NOT EXISTS (SELECT 1 FROM {keeper} AS k WHERE k.semester = t.semester "
+        "AND k.{column} = t.institution_id AND k.deleted_at IS NULL)"
+    ).format(
+        target=_table(schema, spec.name),
+        keeper=_table(schema, table),
+        column=sql.Identifier(column),
+    )
+    with conn.cursor() as cur:
+        cur.execute(statement, (observed_at, observed_at, semester, observed_at))
+        return cur.rowcount
+
+
+def write_terms(
+    conn: psycopg.Connection, schema: str, terms: pd.DataFrame, observed_at: datetime
+) -> WriteCounts:
+    with conn.transaction():
+        return upsert_rows(
+            conn, schema, "terms", terms, observed_at, ("institution_id",), Scope(sql.SQL("true"))
+        )
