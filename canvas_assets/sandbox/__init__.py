@@ -16,8 +16,9 @@
 """
 
 from .changes import ChangeDriver, envelope, send_envelopes
+from .faults import Faults
 from .institution import SHARD_ID, SIZES, Institution, generate_institution, global_id
-from .server import Faults, SandboxServer
+from .server import SandboxServer
 
 __all__ = [
     "SHARD_ID",

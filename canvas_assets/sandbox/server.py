@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,6 +22,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from .faults import Faults
 from .institution import GLOBAL_ID_BASE, Institution, generate_institution
 from .throttle import Throttle, fmt, request_cost
 
@@ -57,18 +57,6 @@ USER_STUB_FIELDS = (
 )
 USER_FIELDS = (*USER_STUB_FIELDS[:5], "first_name", "last_name", *USER_STUB_FIELDS[5:])
 TERM_FIELDS = ("id", "name", "start_at", "end_at", "created_at", "workflow_state", "sis_term_id")
-
-
-@dataclass
-class Faults:
-    """Failure injection, mutable at runtime by tests."""
-
-    latency_seconds: float = 0.0  # added to every request
-    error_rate: float = 0.0  # fraction answered 500/502/503 (seeded rng)
-    timeout_rate: float = 0.0  # fraction that sleep timeout_seconds before answering
-    timeout_seconds: float = 5.0
-    throttle_storm: bool = False  # every request gets the throttle 403
-    fail_next: list[int] = field(default_factory=list)  # statuses for the next requests, FIFO
 
 
 class _ApiError(Exception):
@@ -203,18 +191,14 @@ class SandboxServer:
         return response
 
     def _admitted(self, request: Request, headers: dict[str, str]) -> tuple[Response, int]:
-        faults = self.faults
         with self._lock:
-            status = faults.fail_next.pop(0) if faults.fail_next else None
-            if status is None and faults.error_rate and self._rng.random() < faults.error_rate:
-                status = self._rng.choice([500, 502, 503])
-            slow = bool(faults.timeout_rate) and self._rng.random() < faults.timeout_rate
-        if status is not None:
-            return _json({"errors": [{"message": "An error occurred."}]}, status, {}), 0
-        if slow:
-            time.sleep(faults.timeout_seconds)
-        if faults.latency_seconds:
-            time.sleep(faults.latency_seconds)
+            injected = self.faults.draw(self._rng)
+        if injected.status is not None:
+            return _json({"errors": [{"message": "An error occurred."}]}, injected.status, {}), 0
+        if injected.stall_seconds:
+            time.sleep(injected.stall_seconds)
+        if self.faults.latency_seconds:
+            time.sleep(self.faults.latency_seconds)
         try:
             endpoint, args = self._map.bind_to_environ(request.environ).match()
             with self.institution.lock:
