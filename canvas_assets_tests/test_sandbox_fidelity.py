@@ -19,6 +19,7 @@ from canvas_assets.sandbox import (
     global_id,
 )
 from canvas_assets.sandbox.institution import Institution
+from canvas_assets.sandbox.throttle import LeakyBucket
 
 TOKEN = "fidelity-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -30,9 +31,11 @@ def inst() -> Institution:
     return generate_institution("small", seed=11)
 
 
-@pytest.fixture(scope="module")
-def server(inst: Institution) -> Iterator[SandboxServer]:
-    with SandboxServer(inst, token=TOKEN) as running:
+@pytest.fixture(scope="module", params=[False, True], ids=["werkzeug", "keep-alive"])
+def server(inst: Institution, request: pytest.FixtureRequest) -> Iterator[SandboxServer]:
+    """Both ways of serving: werkzeug (tests, fault injection) and the keep-alive server the
+    benchmarks use must answer alike."""
+    with SandboxServer(inst, token=TOKEN, keep_alive=request.param) as running:
         yield running
 
 
@@ -257,3 +260,61 @@ def test_unpublished_courses_are_reported_as_canvas_does(server) -> None:
     assert hidden, "the generator must produce unpublished courses"
     response = requests.get(f"{server.url}/api/v1/courses/{hidden[0]}", headers=AUTH, timeout=10)
     assert response.json()["workflow_state"] == "unpublished"
+
+
+def test_the_twelfth_request_in_service_is_the_first_refused_like_canvas() -> None:
+    """Without this, the sandbox would admit a request that Canvas refuses: Canvas adds the
+    request's 50-unit charge first and refuses it if that reaches the high-water mark, so an empty
+    bucket serves eleven at once, not twelve; a refused request's charge is credited back."""
+    now = [0.0]
+    bucket = LeakyBucket(clock=lambda: now[0])
+    assert all(bucket.reserve() for _ in range(11))
+    assert not bucket.reserve()
+    assert bucket.level == 550
+    assert bucket.release(0.25) == pytest.approx(600 - 500.25)
+    now[0] += 10.0  # ten seconds drain 100 units
+    assert bucket.level == pytest.approx(400.25)
+
+
+def test_account_users_sort_either_way_like_canvas(server: SandboxServer) -> None:
+    """Without this, a client reading the account user list from both ends (order=desc) would
+    be tested against a sandbox that ignores the order."""
+    path = "/api/v1/accounts/self/users"
+    ascending, _ = walk(server, path, {"per_page": 100, "sort": "username", "order": "asc"})
+    descending, pages = walk(server, path, {"per_page": 100, "order": "desc"})
+    assert [u["id"] for u in descending] == [u["id"] for u in reversed(ascending)]
+    assert all("last" not in links(page) for page in pages)
+    names = [u["sortable_name"].casefold() for u in ascending]
+    assert names == sorted(names)
+
+
+def test_request_cost_grows_with_the_page_and_its_kind_of_object(
+    server: SandboxServer, inst: Institution
+) -> None:
+    """Without this, costs would not tell a client anything: Canvas charges CPU + DB time, so a
+    larger page costs more, and a page of enrollments with grades more than one of users."""
+    course = max(inst.enrollments_by_course, key=lambda c: len(inst.enrollments_by_course[c]))
+
+    every_state = ["active", "invited", "completed", "inactive", "creation_pending"]
+
+    def cost(path: str, per_page: int) -> float:
+        params = {"per_page": per_page, "state[]": every_state}
+        response = requests.get(f"{server.url}{path}", params=params, headers=AUTH, timeout=10)
+        assert response.status_code == 200 and len(response.json()) == per_page
+        return float(response.headers["X-Request-Cost"])
+
+    enrollments = f"/api/v1/courses/{course}/enrollments"
+    assert cost(enrollments, 5) > cost(enrollments, 1)
+    assert cost(enrollments, 5) > cost("/api/v1/accounts/self/users", 5)
+
+
+def test_server_time_holds_each_request_for_its_latency_and_cost(inst: Institution) -> None:
+    """Without this, a benchmark's "50 ms per request" would not be spent inside Canvas, where
+    the request holds its up-front charge, and a page's cost would take no time."""
+    with SandboxServer(inst, token=TOKEN, latency_seconds=0.05, server_time=True) as slow:
+        started = time.monotonic()
+        response = requests.get(f"{slow.url}/api/v1/accounts/self/users", headers=AUTH, timeout=10)
+        took = time.monotonic() - started
+    assert response.status_code == 200
+    assert took >= 0.05 + float(response.headers["X-Request-Cost"])
+    assert slow.stats.as_dict()["admitted"] == 1

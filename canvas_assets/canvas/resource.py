@@ -18,10 +18,15 @@ class CanvasResource(dg.ConfigurableResource):
     account_id: str = Field(
         default="self", description="Root account id to sync; 'self' is the token's root account."
     )
-    max_concurrency: int = Field(default=8, description="Upper bound on requests in flight.")
+    max_concurrency: int = Field(
+        default=16,
+        description="Most requests in flight. The client itself keeps as many in flight as "
+        "Canvas's bucket admits (about 11 being served per token), plus those on the wire.",
+    )
     rate_limit_floor: float = Field(
         default=150.0,
-        description="Keep X-Rate-Limit-Remaining above this by lowering concurrency.",
+        description="Reserve kept in X-Rate-Limit-Remaining: the next request's 50-unit charge "
+        "plus a margin for answers still on their way.",
     )
     request_timeout_seconds: float = Field(default=30.0)
     max_retries: int = Field(default=5, description="Retries for 5xx, connection errors, timeouts.")

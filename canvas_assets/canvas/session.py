@@ -1,10 +1,11 @@
-"""Canvas REST client: pagination, throttle-aware adaptive concurrency, retries, clear errors.
+"""Canvas REST client: pagination, throttle-aware concurrency, retries, clear errors.
 
 Canvas throttles with a leaky bucket per access token (high-water mark 600, 50 units charged up
-front for every request in flight), reports what is left in ``X-Rate-Limit-Remaining`` and answers
-a throttled request with 403 "Rate Limit Exceeded" (newer versions: 429). The client keeps that
-header above ``rate_limit_floor`` by lowering how many requests it has in flight, raises the limit
-again while there is headroom, and waits and retries throttled requests instead of failing.
+front for every request it is serving, 10 units a second drained), reports what is left in
+``X-Rate-Limit-Remaining`` and each request's cost in ``X-Request-Cost``, and answers a throttled
+request with 403 "Rate Limit Exceeded" (newer versions: 429). The session keeps as many requests
+in flight as those reports say the bucket admits (``limiter.BudgetLimiter``), lets the next page of
+a chain go before fan-out work, and waits and retries a throttled request instead of failing.
 Transient failures (5xx, connection errors, timeouts) are retried by urllib3 with jittered
 exponential backoff. The token is only ever placed in the Authorization header.
 """
@@ -30,13 +31,20 @@ from canvas_assets.canvas.errors import (
     CanvasRequestError,
     CanvasThrottledError,
 )
-from canvas_assets.canvas.limiter import AdaptiveLimiter, CanvasStats
+from canvas_assets.canvas.limiter import (
+    CONTINUATION,
+    FAN_OUT,
+    BudgetLimiter,
+    CanvasStats,
+    Ticket,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 USER_AGENT = "canvas-assets/0.1 (+https://github.com/canvas-assets)"
 RETRYABLE_STATUSES = (500, 502, 503, 504)
+BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
 
 
 def _is_throttle(response: requests.Response) -> bool:
@@ -45,12 +53,22 @@ def _is_throttle(response: requests.Response) -> bool:
     return response.status_code == 403 and "rate limit exceeded" in response.text.lower()
 
 
-def _remaining(response: requests.Response) -> float | None:
-    value = response.headers.get("X-Rate-Limit-Remaining")
+def _header_float(response: requests.Response, name: str) -> float | None:
+    value = response.headers.get(name)
     try:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _remaining(response: requests.Response) -> float | None:
+    return _header_float(response, "X-Rate-Limit-Remaining")
+
+
+def path_template(path: str) -> str:
+    """``/api/v1/courses/123/sections`` → ``/courses/:id/sections``: what kind of read it was."""
+    parts = path.removeprefix("/api/v1").split("/")
+    return "/".join(":id" if part.isdigit() or part == "self" else part for part in parts)
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -86,13 +104,10 @@ class CanvasSession:
         self.account_id = str(account_id)
         self.max_concurrency = max(1, max_concurrency)
         self.timeout_seconds = timeout_seconds
+        self.max_retries = max_retries
         self.max_throttle_retries = max_throttle_retries
         self.stats = CanvasStats()
-        self.limiter = AdaptiveLimiter(
-            initial=min(4, self.max_concurrency),
-            maximum=self.max_concurrency,
-            floor=rate_limit_floor,
-        )
+        self.limiter = BudgetLimiter(maximum=self.max_concurrency, reserve=rate_limit_floor)
         self._log = log
         self._http = requests.Session()
         retry = Retry(
@@ -109,7 +124,7 @@ class CanvasSession:
             respect_retry_after_header=True,
         )
         adapter = HTTPAdapter(
-            max_retries=retry, pool_connections=4, pool_maxsize=self.max_concurrency + 2
+            max_retries=retry, pool_connections=4, pool_maxsize=self.max_concurrency + 8
         )
         self._http.mount("http://", adapter)
         self._http.mount("https://", adapter)
@@ -135,27 +150,47 @@ class CanvasSession:
             return path
         return f"{self.base_url}/api/v1/{path.lstrip('/')}"
 
-    def _request(self, url: str, params: Any = None) -> requests.Response:
+    def _get(self, url: str, params: Any) -> requests.Response:
+        """A GET, again when the answer broke off mid-body (a reset, a cut connection): urllib3
+        retries only failures before the body starts."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self._http.get(url, params=params, timeout=self.timeout_seconds)
+            except BODY_ERRORS:
+                if attempt == self.max_retries:
+                    raise
+                self.stats.add(retries=1)
+                time.sleep(min(10.0, 0.25 * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def _send(self, url: str, params: Any, display: str, priority: int) -> requests.Response:
+        """One GET (urllib3 retrying transient failures) holding a slot of the limiter."""
+        ticket: Ticket = self.limiter.acquire(priority)
+        try:
+            response = self._get(url, params)
+        except requests.RequestException as exc:
+            self.limiter.release(ticket, None)
+            raise CanvasRequestError(
+                f"Canvas did not answer GET {display} after retries "
+                f"({type(exc).__name__}). Check CANVAS_BASE_URL and that Canvas is reachable."
+            ) from None
+        throttled = _is_throttle(response)
+        cost = _header_float(response, "X-Request-Cost")
+        self.limiter.release(ticket, _remaining(response), cost, throttled=throttled)
+        if cost is not None and not throttled:
+            self.stats.add(cost=cost)
+        return response
+
+    def _request(self, url: str, params: Any = None, priority: int = FAN_OUT) -> requests.Response:
         """GET with throttle handling; returns a 2xx response or raises a CanvasError."""
         display = url.split("?", 1)[0].replace(self.base_url, "")
         for attempt in range(self.max_throttle_retries + 1):
-            self.limiter.acquire()
-            response: requests.Response | None = None
-            try:
-                response = self._http.get(url, params=params, timeout=self.timeout_seconds)
-            except requests.RequestException as exc:
-                self.limiter.release(None)
-                raise CanvasRequestError(
-                    f"Canvas did not answer GET {display} after retries "
-                    f"({type(exc).__name__}). Check CANVAS_BASE_URL and that Canvas is reachable."
-                ) from None
+            response = self._send(url, params, display, priority)
             remaining = _remaining(response)
             throttled = _is_throttle(response)
-            self.limiter.release(remaining, throttled=throttled)
-            self.stats.add(requests=1)
             history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
-            if history:
-                self.stats.add(requests=len(history), retries=len(history))
+            self.stats.add(requests=1 + len(history), retries=len(history))
+            self.stats.count_path(path_template(display), 1 + len(history))
             if remaining is not None:
                 self.stats.saw_remaining(remaining)
             if throttled:
@@ -196,27 +231,43 @@ class CanvasSession:
         raise CanvasRequestError(f"Canvas answered GET {display} with HTTP {status} after retries.")
 
     # -- API -----------------------------------------------------------------------------------
-    def get(self, path: str, params: Any = None) -> Any:
-        response = self._request(self._url(path), params)
+    def get(self, path: str, params: Any = None, *, priority: int = FAN_OUT) -> Any:
+        response = self._request(self._url(path), params, priority)
         self.stats.add(pages=1)
         return response.json()
 
-    def paginate(self, path: str, params: Any = None, *, key: str | None = None) -> Iterator[dict]:
-        """Yield every item of a paginated list, following ``Link: rel="next"`` as opaque URLs."""
+    def pages(
+        self,
+        path: str,
+        params: Any = None,
+        *,
+        key: str | None = None,
+        priority: int = FAN_OUT,
+    ) -> Iterator[list[dict]]:
+        """Yield each page of a paginated list as it arrives, following ``Link: rel="next"`` as
+        opaque URLs. Pages after the first wait for room at ``CONTINUATION`` priority or better,
+        ahead of fan-out work: the rest of the list waits on each of them."""
         query = list(params.items() if isinstance(params, dict) else (params or []))
         if not any(name == "per_page" for name, _ in query):
             query.append(("per_page", 100))
         url: str | None = self._url(path)
         request_params: Any = query
         while url:
-            response = self._request(url, request_params)
+            response = self._request(url, request_params, priority)
             self.stats.add(pages=1)
             body = response.json()
-            items = body[key] if key is not None else body
-            yield from items
+            yield body[key] if key is not None else body
             next_url = response.links.get("next", {}).get("url")
             url = self._url(next_url) if next_url else None
             request_params = None  # the next URL already carries every parameter
+            priority = min(priority, CONTINUATION)
+
+    def paginate(
+        self, path: str, params: Any = None, *, key: str | None = None, priority: int = FAN_OUT
+    ) -> Iterator[dict]:
+        """Yield every item of a paginated list (see ``pages``)."""
+        for page in self.pages(path, params, key=key, priority=priority):
+            yield from page
 
     def account_path(self, suffix: str = "") -> str:
         return f"/accounts/{self.account_id}{suffix}"

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tqdm import tqdm
+
+PROGRESS_FROM_COURSES = 1_000  # institutions this large show a progress bar while built
 SHARD_ID = 2107  # global id = SHARD_ID * 10**13 + local id
 GLOBAL_ID_BASE = 10**13
 HOST = "https://sandbox.canvas.local"
@@ -43,7 +46,34 @@ SIZES: dict[str, dict[str, Any]] = {
         "default_courses": 8,
         "terms": ["2026SP", "2026FA"],
     },
+    # A large university's semester (about 5,000 courses, 8,000 sections, 150,000 enrollments,
+    # 40,000 people) in an account of 120,000 users: most of an account's users are alumni and
+    # past students who are enrolled in no current course. One real semester keeps the build
+    # (about a minute, 1 GB) to what a benchmark can afford.
+    "university": {
+        "courses": 5_000,
+        "users": 37_500,
+        "students": 142_000,
+        "default_courses": 8,
+        "terms": ["2026SP"],
+        "account_users": 120_000,
+    },
 }
+SCALED_KEYS = ("courses", "users", "students", "account_users")
+
+
+def size_spec(size: str, scale: float = 1.0, account_users: int | None = None) -> dict[str, Any]:
+    """The generation parameters of ``size``, its per-semester counts multiplied by ``scale``;
+    ``account_users`` sets how many users the whole account has (enrolled or not)."""
+    spec = dict(SIZES[size])
+    if scale != 1.0:
+        for key in SCALED_KEYS:
+            if key in spec:
+                spec[key] = max(1, round(spec[key] * scale))
+    if account_users is not None:
+        spec["account_users"] = account_users
+    return spec
+
 
 TERM_DATES: dict[str, tuple[datetime, datetime, str]] = {
     "2025FA": (
@@ -353,9 +383,11 @@ def _enrollment_state(rng: random.Random, course_state: str) -> str:
     ]
 
 
-def generate_institution(size: str = "small", seed: int = 0) -> Institution:
-    """Build a whole institution; deterministic for (size, seed)."""
-    spec = SIZES[size]
+def generate_institution(
+    size: str = "small", seed: int = 0, scale: float = 1.0, account_users: int | None = None
+) -> Institution:
+    """Build a whole institution; deterministic for (size, seed, scale, account_users)."""
+    spec = size_spec(size, scale, account_users)
     b = _Builder(seed)
     rng, inst = b.rng, b.inst
 
@@ -396,12 +428,30 @@ def generate_institution(size: str = "small", seed: int = 0) -> Institution:
         first_name="Sandbox",
         last_name="Admin",
     )
-    teacher_pool = [b.user() for _ in range(max(4, spec["courses"] // 3))]
-    # Students overlap between semesters: each term samples from a pool ~1.3x its size.
-    student_pool = [b.user(deleted=rng.random() < 0.01) for _ in range(int(spec["users"] * 1.3))]
-    parents = [b.user() for _ in range(max(2, spec["users"] // 50))]
+    n_teachers, n_parents = max(4, spec["courses"] // 3), max(2, spec["users"] // 50)
+    teacher_pool = [b.user() for _ in range(n_teachers)]
+    # Students overlap between semesters: each term samples from a pool ~1.3x its size, or from
+    # everyone the account holds when its size is given.
+    n_students = int(spec["users"] * 1.3)
+    if "account_users" in spec:
+        n_students = max(spec["users"], spec["account_users"] - n_teachers - n_parents - 1)
+    terms = list(inst.terms.values())
+    # Large institutions take seconds to build: show how far it got.
+    progress = tqdm(
+        total=n_students + len(terms) * spec["courses"],
+        desc=f"generating the {size} sandbox",
+        unit="object",
+        unit_scale=True,
+        disable=spec["courses"] < PROGRESS_FROM_COURSES,
+        leave=False,
+    )
+    student_pool = []
+    for _ in range(n_students):
+        student_pool.append(b.user(deleted=rng.random() < 0.01))
+        progress.update()
+    parents = [b.user() for _ in range(n_parents)]
 
-    for term in list(inst.terms.values()):
+    for term in terms:
         n_courses = spec["courses"] if term["sis_term_id"] else spec["default_courses"]
         per_course = spec["students"] / max(1, spec["courses"])
         population = (
@@ -410,6 +460,8 @@ def generate_institution(size: str = "small", seed: int = 0) -> Institution:
             else rng.sample(student_pool, spec["users"])
         )
         _fill_term(b, term, n_courses, departments, teacher_pool, population, parents, per_course)
+        progress.update(spec["courses"])
+    progress.close()
     return inst
 
 

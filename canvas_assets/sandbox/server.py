@@ -2,7 +2,20 @@
 
 Only the read endpoints a term sync needs are served. Behaviour copied from Canvas: ``Link``
 paging (no ``rel="last"`` on account course/user lists), the 403 throttle text, JSON error
-bodies, local ids in JSON while paths accept global ids, and default state filters.
+bodies, local ids in JSON while paths accept global ids, default state filters, and the account
+user list's ``sort``/``order``.
+
+For measurements, four switches make it answer like a Canvas under load, far away:
+``latency_seconds`` (the time Canvas takes to answer any request, beyond the CPU + DB time it
+charges: Rails, caches, its own network; spent inside the throttle's bucket, so it holds the
+request's up-front charge, as in Canvas), ``server_time`` (a request also takes its cost in
+seconds, as Canvas's cost is the CPU + DB time it spent), ``network_latency_seconds`` (a round
+trip between the client and Canvas, spent outside the bucket: half before the request reaches
+Canvas, half after it leaves) and ``cache_pages`` (each rendered page is kept until the
+institution changes, so serving stays cheap and the sandbox is not what a benchmark measures;
+only for institutions changed through ``Institution.stamp``).
+``GET /_sandbox/stats`` (outside Canvas's ``/api/v1``) reports the sandbox's own counters and CPU
+time.
 """
 
 from __future__ import annotations
@@ -10,21 +23,26 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import cheroot.wsgi
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from .faults import Faults
+from .faults import Faults, cut_halfway, reset_connection
 from .institution import GLOBAL_ID_BASE, Institution, generate_institution
-from .throttle import Throttle, fmt, request_cost
+from .model import term_shape
+from .throttle import Throttle, cost_of, fmt
 
 JSON_TYPE = "application/json; charset=utf-8"
 THROTTLED_BODY = "403 Forbidden (Rate Limit Exceeded)"
@@ -57,6 +75,29 @@ USER_STUB_FIELDS = (
 )
 USER_FIELDS = (*USER_STUB_FIELDS[:5], "first_name", "last_name", *USER_STUB_FIELDS[5:])
 TERM_FIELDS = ("id", "name", "start_at", "end_at", "created_at", "workflow_state", "sis_term_id")
+STATS_PATH = "/_sandbox/stats"
+KEEP_ALIVE_THREADS = 128  # requests served at once: more than any client keeps in flight
+# Which object a route's items are, for the cost model (throttle.ITEM_COSTS).
+COST_KINDS = {
+    "/accounts/<aid>/courses": "courses",
+    "/courses/<cid>": "courses",
+    "/courses/<cid>/sections": "sections",
+    "/courses/<cid>/sections/<sid>": "sections",
+    "/sections/<sid>": "sections",
+    "/courses/<cid>/enrollments": "enrollments",
+    "/sections/<sid>/enrollments": "enrollments",
+    "/accounts/<aid>/enrollments/<eid>": "enrollments",
+    "/accounts/<aid>/users": "users",
+    "/users/<uid>": "users",
+}
+# The account user list's sort keys (Canvas: users_controller#api_index); "username" is
+# sortable_name, Canvas's default.
+USER_SORTS: dict[str, Callable[[dict], Any]] = {
+    "username": lambda u: (u["sortable_name"].casefold(), u["id"]),
+    "id": lambda u: u["id"],
+    "email": lambda u: ((u.get("email") or "").casefold(), u["id"]),
+    "sis_id": lambda u: (u.get("sis_user_id") or "", u["id"]),
+}
 
 
 class _ApiError(Exception):
@@ -65,12 +106,57 @@ class _ApiError(Exception):
         self.status, self.message = status, message
 
 
+class _KeepAliveServer(cheroot.wsgi.Server):
+    """A threaded server that keeps connections open between requests, as Canvas does.
+
+    werkzeug's development server closes every connection, so each request costs a new
+    connection and a new thread on both sides: too much for a benchmark at hundreds of requests
+    a second on a small machine. The fault injections that reset connections need werkzeug's
+    socket, so tests keep werkzeug (``keep_alive=False``)."""
+
+    def __init__(self, bind_addr: tuple[str, int], app: Callable) -> None:
+        super().__init__(bind_addr, app, numthreads=KEEP_ALIVE_THREADS, timeout=60)
+
+    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+        """A client going away mid-request is normal here; nothing else is logged either."""
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Per-request access logs would drown test output."""
 
 
 Result = tuple[Any, int, dict[str, str]]  # body, items counted for cost, extra headers
+
+
+class _Encoded(bytes):
+    """A response body already rendered to JSON (a cached page)."""
+
+
+class SandboxStats:
+    """What the sandbox served, for benchmarks: admitted and throttled requests, the summed
+    cost it charged, and its own CPU time."""
+
+    def __init__(self) -> None:
+        self.admitted = 0
+        self.throttled = 0
+        self.cost = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, admitted: int = 0, throttled: int = 0, cost: float = 0.0) -> None:
+        with self._lock:
+            self.admitted += admitted
+            self.throttled += throttled
+            self.cost += cost
+
+    def as_dict(self) -> dict[str, float]:
+        with self._lock:
+            return {
+                "admitted": self.admitted,
+                "throttled": self.throttled,
+                "cost": round(self.cost, 3),
+                "cpu_seconds": round(time.process_time(), 3),
+            }
 
 
 class SandboxServer:
@@ -82,20 +168,31 @@ class SandboxServer:
         port: int = 0,
         faults: Faults | None = None,
         seed: int = 0,
+        latency_seconds: float = 0.0,
+        server_time: bool = False,
+        network_latency_seconds: float = 0.0,
+        cache_pages: bool = False,
+        keep_alive: bool = False,
     ) -> None:
         self.institution = institution
         self.token = token
         self.host, self.port = host, port
         self.faults = faults or Faults()
         self.throttle = Throttle()
+        self.latency_seconds = latency_seconds
+        self.server_time = server_time
+        self.network_latency_seconds = network_latency_seconds
+        self.keep_alive = keep_alive
+        self.stats = SandboxStats()
+        self._pages: dict[tuple, tuple[int, Result]] = {}
         self.url = ""
         self.request_count = 0
         self.request_log: list[tuple[str, str, int]] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._server: BaseWSGIServer | None = None
+        self._server: BaseWSGIServer | _KeepAliveServer | None = None
         self._thread: threading.Thread | None = None
-        self._users_cache: tuple[int, list[dict]] = (-1, [])
+        self._users_cache: dict[tuple[str, bool], tuple[int, list[dict]]] = {}
         rules = {
             "/accounts/<aid>": self._account,
             "/accounts/<aid>/sub_accounts": self._sub_accounts,
@@ -115,27 +212,36 @@ class SandboxServer:
         self._map = Map(strict_slashes=False)
         for path, handler in rules.items():
             self._map.add(Rule(f"/api/v1{path}", endpoint=path, methods=["GET"]))
-            self._handlers[path] = handler
+            self._handlers[path] = self._cached(path, handler) if cache_pages else handler
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> SandboxServer:
-        self._server = make_server(
-            self.host, self.port, self.wsgi, threaded=True, request_handler=_QuietHandler
-        )
-        self.port = self._server.server_port
+        if self.keep_alive:
+            self._server = _KeepAliveServer((self.host, self.port), self.wsgi)
+            self._server.prepare()
+            self.port = self._server.bind_addr[1]
+            serve = self._server.serve
+        else:
+            self._server = make_server(
+                self.host, self.port, self.wsgi, threaded=True, request_handler=_QuietHandler
+            )
+            self.port = self._server.server_port
+            serve = self._server.serve_forever
         self.url = f"http://{self.host}:{self.port}"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, daemon=True, name=f"canvas-sandbox-{self.port}"
+            target=serve, daemon=True, name=f"canvas-sandbox-{self.port}"
         )
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
+        if isinstance(self._server, _KeepAliveServer):
+            self._server.stop()
+        elif self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-            self._server = None
+        self._server = None
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -163,9 +269,21 @@ class SandboxServer:
             )
             if len(self.request_log) > 10_000:
                 del self.request_log[0]
+        if getattr(response, "cut_halfway", False):  # an injected page that breaks off
+            return cut_halfway(response, environ, start_response)
         return response(environ, start_response)
 
     def _handle(self, request: Request) -> Response:
+        if request.path == STATS_PATH:
+            return _json(self.stats.as_dict(), 200, {})
+        if self.network_latency_seconds:  # the request travelling to Canvas
+            time.sleep(self.network_latency_seconds / 2)
+        response = self._handle_in_canvas(request)
+        if self.network_latency_seconds:  # and the response travelling back
+            time.sleep(self.network_latency_seconds / 2)
+        return response
+
+    def _handle_in_canvas(self, request: Request) -> Response:
         headers = {"X-Request-Context-Id": str(uuid.uuid4()), "X-Request-Cost": fmt(0)}
         auth = request.headers.get("Authorization")
         if auth != f"Bearer {self.token}":
@@ -179,20 +297,51 @@ class SandboxServer:
         if self.faults.throttle_storm or not bucket.reserve():
             remaining = 0.0 if self.faults.throttle_storm else bucket.remaining()
             headers["X-Rate-Limit-Remaining"] = fmt(remaining)
+            self.stats.add(throttled=1)
             return Response(THROTTLED_BODY, 403, headers, content_type="text/plain; charset=utf-8")
         items = 0
+        started = time.perf_counter()
         try:
             response, items = self._admitted(request, headers)
         finally:
-            cost = request_cost(items)
+            cost = cost_of(self._cost_kind(request), items)
+            # What Canvas spends answering: its own latency plus the CPU + DB time it charges.
+            busy = self.latency_seconds + (cost if self.server_time else 0.0)
+            time.sleep(max(0.0, busy - (time.perf_counter() - started)))
             headers["X-Request-Cost"] = fmt(cost)
             headers["X-Rate-Limit-Remaining"] = fmt(bucket.release(cost))
+            self.stats.add(admitted=1, cost=cost)
         response.headers.update(headers)
         return response
 
+    def _cost_kind(self, request: Request) -> str | None:
+        try:
+            endpoint, _ = self._map.bind_to_environ(request.environ).match()
+        except HTTPException:
+            return None
+        return COST_KINDS.get(endpoint)
+
+    def _cached(self, endpoint: str, handler: Callable[..., Result]) -> Callable[..., Result]:
+        """``handler`` with each rendered page kept until the institution's version changes."""
+
+        def cached(request: Request, **args: str) -> Result:
+            key = (endpoint, tuple(sorted(args.items())), tuple(request.args.items(multi=True)))
+            version = self.institution.version
+            hit = self._pages.get(key)
+            if hit is not None and hit[0] == version:
+                return hit[1]
+            body, items, extra = handler(request, **args)
+            result: Result = (_Encoded(_dumps(body)), items, extra)
+            self._pages[key] = (version, result)
+            return result
+
+        return cached
+
     def _admitted(self, request: Request, headers: dict[str, str]) -> tuple[Response, int]:
         with self._lock:
-            injected = self.faults.draw(self._rng)
+            injected = self.faults.draw(self._rng, request.path, request.args.get("page"))
+        if injected.reset:
+            raise reset_connection(request.environ)
         if injected.status is not None:
             return _json({"errors": [{"message": "An error occurred."}]}, injected.status, {}), 0
         if injected.stall_seconds:
@@ -207,7 +356,9 @@ class SandboxServer:
             return _json({"errors": [{"message": exc.message}]}, exc.status, {}), 0
         except HTTPException:  # unknown route or non-GET: Canvas answers 404 JSON
             return _json({"errors": [{"message": NOT_FOUND}]}, 404, {}), 0
-        return _json(body, 200, extra), items
+        response = _json(self.faults.reshape(request.path, body), 200, extra)
+        response.cut_halfway = injected.truncate  # type: ignore[attr-defined]
+        return response, items
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -449,13 +600,17 @@ class SandboxServer:
     def _users(self, request: Request, aid: str) -> Result:
         inst = self.institution
         self._account_of(aid)  # every user belongs to the root account here
-        version, users = self._users_cache
+        sort = request.args.get("sort", "username")
+        sort = sort if sort in USER_SORTS else "username"
+        descending = request.args.get("order") == "desc"
+        version, users = self._users_cache.get((sort, descending), (-1, []))
         if version != inst.version or not users:
             users = sorted(
                 (u for u in inst.users.values() if u["workflow_state"] != "deleted"),
-                key=lambda u: (u["sortable_name"].casefold(), u["id"]),
+                key=USER_SORTS[sort],
+                reverse=descending,
             )
-            self._users_cache = (inst.version, users)
+            self._users_cache[(sort, descending)] = (inst.version, users)
         search = (request.args.get("search_term") or "").casefold()
         if search:
             users = [
@@ -469,8 +624,12 @@ class SandboxServer:
         return _user_json(self._get(self.institution.users, uid, True), True), 1, {}
 
 
+def _dumps(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
 def _json(body: Any, status: int, headers: dict[str, str]) -> Response:
-    data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    data = body if isinstance(body, _Encoded) else _dumps(body)
     return Response(data, status, headers, content_type=JSON_TYPE)
 
 
@@ -495,9 +654,47 @@ def _base36(value: int) -> str:
             return out
 
 
-def serve(size: str, port: int, token: str, seed: int) -> None:
-    """Generate an institution, serve it, and block until Ctrl-C."""
-    server = SandboxServer(generate_institution(size, seed), token=token, port=port).start()
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(
+    size: str,
+    port: int,
+    token: str,
+    seed: int,
+    *,
+    scale: float = 1.0,
+    account_users: int | None = None,
+    latency_ms: float = 0.0,
+    server_time: bool = False,
+    network_ms: float = 0.0,
+    cache_pages: bool = False,
+    keep_alive: bool = False,
+    describe: Path | None = None,
+    states: tuple[Sequence[str], Sequence[str]] = ((), ()),
+) -> None:
+    """Generate an institution, serve it, and block until Ctrl-C or SIGTERM. ``describe``: write
+    each term's shape as a client reading courses and enrollments in ``states`` sees it (JSON,
+    for the floor in ``sandbox.model``) before serving."""
+    institution = generate_institution(size, seed, scale, account_users)
+    if describe is not None:
+        shapes = {
+            t["sis_term_id"] or f"term-{t['id']}": asdict(term_shape(institution, t["id"], *states))
+            for t in institution.terms.values()
+        }
+        describe.write_text(json.dumps(shapes))
+    server = SandboxServer(
+        institution,
+        token=token,
+        port=port,
+        latency_seconds=latency_ms / 1000,
+        server_time=server_time,
+        network_latency_seconds=network_ms / 1000,
+        cache_pages=cache_pages,
+        keep_alive=keep_alive,
+    ).start()
+    signal.signal(signal.SIGTERM, _interrupt)
     print(f"Canvas sandbox ({size}, seed {seed}) at {server.url} token {token}", flush=True)
     try:
         threading.Event().wait()

@@ -1,0 +1,66 @@
+"""One semester backfill through Dagster, as a user launches it: ``dagster asset materialize``.
+
+Run by ``bench/run.py`` in its own process, so that this process's children are exactly the
+Dagster run: their peak resident memory is ``RUSAGE_CHILDREN``'s. Prints one JSON line: the
+run's wall time, the step's own time (so the fixed cost of launching a run is the rest), the
+backfill's phases as the run logged them, and the peak RSS.
+
+    DAGSTER_HOME=... CANVAS_BASE_URL=... python bench/dagster_run.py 2026SP
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import subprocess
+import sys
+import time
+
+import dagster as dg
+
+from canvas_assets.tables import SEMESTER_TABLES
+
+PHASES = re.compile(
+    r"Semester (\S+) phases: ((?:\w+ [\d.]+ s(?:, )?)+) \(Canvas: (\d+) requests, (\d+) throttled\)"
+)
+STEP = re.compile(r'Finished execution of step "canvas_semester_tables" in ([\d.]+)(ms|s|m)')
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+
+
+def main(semester: str) -> None:
+    with dg.DagsterInstance.get() as instance:
+        if not instance.has_dynamic_partition("semester", semester):
+            instance.add_dynamic_partitions("semester", [semester])
+    select = ",".join(f"canvas/{spec.name}" for spec in SEMESTER_TABLES)
+    command = [
+        sys.executable, "-m", "dagster", "asset", "materialize",
+        "-m", "canvas_assets.definitions", "--select", select, "--partition", semester,
+    ]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    output = done.stdout + done.stderr
+    phases = PHASES.search(output)
+    step = STEP.search(output)
+    result = {
+        "ok": done.returncode == 0 and phases is not None,
+        "wall_s": wall,
+        "step_s": float(step.group(1)) * UNITS[step.group(2)] if step else None,
+        "phases": (
+            {name: float(sec) for name, sec in re.findall(r"(\w+) ([\d.]+) s", phases.group(2))}
+            if phases
+            else {}
+        ),
+        "client_requests": int(phases.group(3)) if phases else None,
+        "client_throttled": int(phases.group(4)) if phases else None,
+        # Linux reports kilobytes: the largest of this process's waited-for descendants.
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+    if not result["ok"]:
+        result["output_tail"] = output[-3000:]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,36 @@
+"""The benchmark command runs end to end at its smoke size (CI asserts nothing about speed)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _errors(node: object, where: str = "") -> list[str]:
+    """Every measurement the benchmark recorded as not measured, with where and why."""
+    if isinstance(node, dict):
+        found = [f"{where}: {node['error']}"] if "error" in node else []
+        for key, value in node.items():
+            found += _errors(value, f"{where}/{key}")
+        return found
+    if isinstance(node, list):
+        return [e for i, item in enumerate(node) for e in _errors(item, f"{where}[{i}]")]
+    return []
+
+
+def test_the_benchmark_runs_every_measurement_at_its_smoke_size(tmp_path) -> None:
+    """Without this, a change could break the benchmark command (which only runs for hours on
+    a quiet machine) and BENCHMARKS.md could no longer be regenerated."""
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert not _errors(figures), _errors(figures)
+    backfill = figures["backfill"][0]
+    assert backfill["first"]["requests"] >= backfill["fewest_requests"] > 0, backfill
+    assert figures["live_events"]["apply"]["instant"]["events"] > 0
