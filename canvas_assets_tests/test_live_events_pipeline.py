@@ -13,8 +13,9 @@ from psycopg import sql
 
 from canvas_assets.canvas import CanvasRequestError
 from canvas_assets.canvas.fetch import fetch_terms, find_term
-from canvas_assets.defs.assets import LIVE_EVENTS_RUN_CONFIG
+from canvas_assets.defs.apply import APPLY_JOB, build_apply_job
 from canvas_assets.defs.sensors.live_events import (
+    apply_run_config,
     build_live_events_sensor,
     live_event_run_requests,
     recent_apply_runs,
@@ -31,8 +32,12 @@ from canvas_assets.settings import Settings
 from canvas_assets.tools.cli import main as cli_main
 
 from .conftest import SANDBOX_TOKEN
-from .test_backfill import backfill, real_semesters, semester_tables
+from .test_backfill import backfill, real_semesters
 from .truth import expected_semester, rename_course_in_canvas, warehouse_semester
+
+# Apply runs that make one pass (the default keeps a run open for new events for minutes).
+ONE_PASS = Settings.from_env({"CANVAS_APPLY_RUN_WINDOW_SECONDS": "0"})
+apply_job = build_apply_job(ONE_PASS)
 
 
 def queue_depth(queue: SQSQueueResource) -> int:
@@ -375,16 +380,15 @@ def test_sensor_lands_and_requests_an_apply_run_that_updates_the_tables(
     semester = real_semesters(institution)[0]
     assert backfill(canvas, warehouse, instance, semester).success
     course_id = rename_course_in_canvas(institution, queue, semester, "Changed by a live event")
-    sensor = build_live_events_sensor(Settings.from_env({}))
+    sensor = build_live_events_sensor(ONE_PASS)
     resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
     result = sensor(dg.build_sensor_context(instance=instance, resources=resources))
     assert isinstance(result, dg.SensorResult)
     assert [r.partition_key for r in result.run_requests] == [semester]
     request = result.run_requests[0]
-    assert request.run_config == LIVE_EVENTS_RUN_CONFIG
+    assert (request.job_name, request.run_config) == (APPLY_JOB, apply_run_config(ONE_PASS))
     assert result.asset_events and result.asset_events[0].metadata["landed"].value == 1
-    run = dg.materialize(
-        [semester_tables],
+    run = apply_job.execute_in_process(
         partition_key=semester,
         run_config=request.run_config,
         resources={"canvas": canvas, "warehouse": warehouse},
@@ -399,7 +403,7 @@ def test_sensor_lands_and_requests_an_apply_run_that_updates_the_tables(
     ).fetchone()
     assert name == ("Changed by a live event",)
     again = sensor(dg.build_sensor_context(instance=instance, resources=resources))
-    assert isinstance(again, dg.SkipReason)
+    assert isinstance(again, dg.SensorResult) and not again.run_requests
 
 
 def test_replay_command_reports_and_applies_archived_events(
@@ -496,13 +500,12 @@ def test_a_failed_apply_run_is_retried_by_the_sensor_after_a_delay(
     course_id = rename_course_in_canvas(
         institution, queue, semester, "Renamed while Canvas was flaky"
     )
-    sensor = build_live_events_sensor(Settings.from_env({}))
+    sensor = build_live_events_sensor(ONE_PASS)
     resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
 
     def launch(request: dg.RunRequest) -> bool:
         """Run the request the way the daemon would: its tags and run key on the run."""
-        return dg.materialize(
-            [semester_tables],
+        return apply_job.execute_in_process(
             partition_key=request.partition_key,
             run_config=request.run_config,
             tags={**request.tags, "dagster/run_key": request.run_key},
@@ -524,7 +527,9 @@ def test_a_failed_apply_run_is_retried_by_the_sensor_after_a_delay(
     runs = recent_apply_runs(instance, pending)
     assert [(r.finished, r.failed) for r in runs[semester]] == [(True, True)]
     assert live_event_run_requests(pending, runs) == []  # waits before retrying
-    retry = live_event_run_requests(pending, runs, now=time.time() + retry_delay(1) + 1)
+    retry = live_event_run_requests(
+        pending, runs, now=time.time() + retry_delay(1) + 1, settings=ONE_PASS
+    )
     assert [r.run_key for r in retry] == [f"{first.run_requests[0].run_key}:retry-1"]
     status = db.execute(
         sql.SQL(
@@ -543,7 +548,7 @@ def test_a_failed_apply_run_is_retried_by_the_sensor_after_a_delay(
     ).fetchone()
     assert name == ("Renamed while Canvas was flaky",)
     again = sensor(dg.build_sensor_context(instance=instance, resources=resources))
-    assert isinstance(again, dg.SkipReason)
+    assert isinstance(again, dg.SensorResult) and not again.run_requests
     assert db.execute(
         sql.SQL("SELECT last_error FROM {}.semester_sync_status WHERE semester = %s").format(
             sql.Identifier(schema)
@@ -597,7 +602,7 @@ def test_sensor_keeps_requesting_runs_while_canvas_cannot_route_an_event(
         for course in (known_course, unknown_course)
     ]
     send_envelopes(queue.client(), queue.queue_url, events)
-    sensor = build_live_events_sensor(Settings.from_env({}))
+    sensor = build_live_events_sensor(ONE_PASS)
     resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
     sandbox.faults.error_rate = 1.0
     try:

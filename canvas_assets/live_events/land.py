@@ -1,58 +1,147 @@
 """Land messages: parse each, store it durably (or quarantine it), in one transaction per batch.
 
-When ``land_messages`` returns, every message is landed, a known duplicate, or quarantined, so
-the caller may delete the batch from SQS. Each message has its own savepoint: one that
-PostgreSQL refuses is quarantined without failing its neighbours.
+Whatever a message holds, it ends one of three ways: landed (new, a known duplicate, or an
+unknown event type), quarantined with its reason and raw text, or — only when PostgreSQL refuses
+even the quarantine row — left in the queue for SQS's redrive policy (``left_for_redrive``).
+Each message has its own savepoint, so one that PostgreSQL refuses never fails its neighbours;
+only a lost connection ends the batch (nothing of it is committed, SQS delivers it again).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import psycopg
 
 from canvas_assets.live_events import store
 from canvas_assets.live_events.parse import QuarantineError, parse_message
 
+log = logging.getLogger(__name__)
+
+# Outcome kinds, one per message.
+LANDED, UNKNOWN, DUPLICATE = "landed", "unknown", "duplicate"
+QUARANTINED, ALREADY_QUARANTINED, LEFT_FOR_REDRIVE = (
+    "quarantined",
+    "already_quarantined",
+    "left_for_redrive",
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one message; ``event_key`` names the landed (or duplicate) event."""
+
+    kind: str
+    event_key: str | None = None
+    reason: str | None = None
+
 
 @dataclass
 class LandResult:
+    """Counts that add up: landed + unknown + duplicates + quarantined + left_for_redrive is
+    the number of messages; ``already_quarantined`` is the part of ``quarantined`` seen before."""
+
     landed: int = 0
     duplicates: int = 0
     quarantined: int = 0
     unknown: int = 0
+    already_quarantined: int = 0
+    left_for_redrive: int = 0
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def add(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        if outcome.kind == LANDED:
+            self.landed += 1
+        elif outcome.kind == UNKNOWN:
+            self.unknown += 1
+        elif outcome.kind == DUPLICATE:
+            self.duplicates += 1
+        elif outcome.kind == LEFT_FOR_REDRIVE:
+            self.left_for_redrive += 1
+        else:
+            self.quarantined += 1
+            self.already_quarantined += outcome.kind == ALREADY_QUARANTINED
+
+    def stored(self) -> list[bool]:
+        """Per message: True when it may be deleted from the queue."""
+        return [o.kind != LEFT_FOR_REDRIVE for o in self.outcomes]
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {
+            "landed": self.landed,
+            "duplicates": self.duplicates,
+            "quarantined": self.quarantined,
+            "unknown": self.unknown,
+            "already_quarantined": self.already_quarantined,
+            "left_for_redrive": self.left_for_redrive,
+        }
+
+
+def _connection_lost(conn: psycopg.Connection) -> bool:
+    return conn.closed or conn.broken
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _quarantine(
+    conn: psycopg.Connection, cur: psycopg.Cursor, schema: str, message_id, raw, reason: str
+) -> Outcome:
+    try:
+        with conn.transaction():
+            new = store.insert_quarantine(cur, schema, message_id, raw, reason)
+    except psycopg.Error as exc:
+        if _connection_lost(conn):
+            raise
+        # Logged without the message: it is untrusted and may be huge.
+        log.warning("PostgreSQL refused a quarantine row (%s); left for redrive", _first_line(exc))
+        return Outcome(LEFT_FOR_REDRIVE, reason=f"{reason}; quarantine refused: {_first_line(exc)}")
+    return Outcome(QUARANTINED if new else ALREADY_QUARANTINED, reason=reason)
+
+
+def land_one(
+    conn: psycopg.Connection, cur: psycopg.Cursor, schema: str, message_id, raw: str | bytes
+) -> Outcome:
+    """Land or quarantine one message inside the caller's transaction. Never raises for
+    anything in the message; raises only when the connection is lost."""
+    try:
+        event = parse_message(raw)
+    except QuarantineError as exc:
+        return _quarantine(conn, cur, schema, message_id, raw, str(exc))
+    except Exception as exc:  # a parser bug must not stop the stream: keep the message
+        reason = f"could not be parsed ({type(exc).__name__}: {_first_line(exc)})"
+        return _quarantine(conn, cur, schema, message_id, raw, reason)
+    try:
+        with conn.transaction():
+            inserted = store.insert_event(cur, schema, message_id, event)
+    except psycopg.Error as exc:
+        if _connection_lost(conn):
+            raise
+        reason = f"PostgreSQL could not store it: {_first_line(exc)}"
+        return _quarantine(conn, cur, schema, message_id, raw, reason)
+    if not inserted:
+        return Outcome(DUPLICATE, event.event_key)
+    return Outcome(LANDED if event.supported else UNKNOWN, event.event_key)
 
 
 def land_messages(
-    conn: psycopg.Connection, schema: str, messages: Iterable[tuple[str | None, str]]
+    conn: psycopg.Connection,
+    schema: str,
+    messages: Iterable[tuple[object, str | bytes]],
+    *,
+    before_commit: Callable[[], None] | None = None,
 ) -> LandResult:
-    """Durably store (message_id, raw body) pairs in one transaction."""
+    """Durably store (message_id, raw body) pairs in one transaction. ``before_commit`` runs
+    after the last message, inside the transaction (crash tests use it)."""
     result = LandResult()
     with conn.transaction(), conn.cursor() as cur:
         for message_id, raw in messages:
-            try:
-                event = parse_message(raw)
-            except QuarantineError as exc:
-                store.insert_quarantine(cur, schema, message_id, raw, str(exc))
-                result.quarantined += 1
-                continue
-            try:
-                # A NUL character in a jsonb string, say: PostgreSQL refuses this one only.
-                with conn.transaction():
-                    inserted = store.insert_event(cur, schema, message_id, event)
-            except psycopg.DataError as exc:
-                reason = f"PostgreSQL could not store it: {str(exc).splitlines()[0]}"
-                store.insert_quarantine(cur, schema, message_id, raw, reason)
-                result.quarantined += 1
-                continue
-            if not inserted:
-                result.duplicates += 1
-            elif event.supported:
-                result.landed += 1
-            else:
-                result.unknown += 1
+            result.add(land_one(conn, cur, schema, message_id, raw))
+        if before_commit is not None:
+            before_commit()
     return result

@@ -24,9 +24,7 @@ def _t(schema: str, table: str) -> sql.Composable:
 
 
 # -- landing ----------------------------------------------------------------------------------
-def insert_event(
-    cur: psycopg.Cursor, schema: str, message_id: str | None, event: ParsedEvent
-) -> bool:
+def insert_event(cur: psycopg.Cursor, schema: str, message_id: object, event: ParsedEvent) -> bool:
     """Land one parsed event; False when it was already landed (same key)."""
     cur.execute(
         sql.SQL(
@@ -39,7 +37,7 @@ def insert_event(
         ).format(_t(schema, "live_events")),
         (
             event.event_key,
-            message_id,
+            safe_message_id(message_id),
             event.event_name,
             event.event_time,
             event.supported,
@@ -55,21 +53,52 @@ def insert_event(
     return cur.rowcount > 0
 
 
+MESSAGE_ID_CHARS = 256  # SQS message ids are 36-100 characters
+QUARANTINE_RAW_CHARS = 256 * 1024  # SQS's own message limit: a whole real message is kept
+REASON_CHARS = 2000
+
+
+def storable(value: object) -> str:
+    """Text PostgreSQL will store, whatever ``value`` is: bytes decoded (bad UTF-8 and lone
+    surrogates as backslash escapes), NUL as ``\\u0000``, anything else as its repr."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", "backslashreplace")
+    text = value if isinstance(value, str) else repr(value)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+
+
+def safe_text(value: object, limit: int) -> str:
+    """``storable(value)``, at most ``limit`` characters (a marker says how long it was)."""
+    text = storable(value)
+    if len(text) <= limit:
+        return text
+    marker = f"…[truncated, {len(text):,} characters in all]"
+    return text[: limit - len(marker)] + marker
+
+
+def safe_message_id(message_id: object) -> str | None:
+    return None if message_id is None else safe_text(message_id, MESSAGE_ID_CHARS)
+
+
 def insert_quarantine(
-    cur: psycopg.Cursor, schema: str, message_id: str | None, raw: object, reason: str
-) -> None:
-    """Keep a message that cannot be applied, with the reason and its raw text."""
-    text = raw if isinstance(raw, str) else repr(raw)
-    # Keep what cannot be stored as UTF-8 (lone surrogates) visible as escapes.
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    cur: psycopg.Cursor, schema: str, message_id: object, raw: object, reason: str
+) -> bool:
+    """Keep a message that cannot be applied, with the reason and its raw text (truncated when
+    huge); False when the same raw message was quarantined before."""
+    text = storable(raw)
     cur.execute(
         sql.SQL(
             "INSERT INTO {} (raw_key, message_id, reason, raw) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (raw_key) DO NOTHING"
         ).format(_t(schema, "live_event_quarantine")),
-        # PostgreSQL text cannot hold NUL: keep it visible as an escape.
-        (event_key(text), message_id, reason, text.replace("\x00", "\\u0000")),
+        (
+            event_key(text),  # of the whole message, so a redelivery is recognised
+            safe_message_id(message_id),
+            safe_text(reason, REASON_CHARS),
+            safe_text(text, QUARANTINE_RAW_CHARS),
+        ),
     )
+    return cur.rowcount > 0
 
 
 # -- routing ----------------------------------------------------------------------------------
@@ -128,6 +157,21 @@ def course_semesters(conn: psycopg.Connection, schema: str, ids: Iterable[int]) 
             "WHERE institution_id = ANY(%s) "
             "ORDER BY institution_id, (deleted_at IS NULL) DESC, source_updated_at DESC"
         ).format(_t(schema, "courses")),
+        ids,
+    )
+
+
+def course_semesters_from_events(conn: psycopg.Connection, schema: str, ids: Iterable[int]) -> dict:
+    """course id → the semester its newest routed event went to: what an earlier tick's Canvas
+    look-up found for a course the warehouse does not hold (a semester not imported), so a
+    burst of its events costs one look-up, not one per tick. A course moved since is forwarded
+    by the apply."""
+    return _lookup(
+        conn,
+        sql.SQL(
+            "SELECT DISTINCT ON (course_id) course_id, semester FROM {} "
+            "WHERE course_id = ANY(%s) AND semester IS NOT NULL ORDER BY course_id, seq DESC"
+        ).format(_t(schema, "live_events")),
         ids,
     )
 

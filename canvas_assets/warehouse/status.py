@@ -1,16 +1,31 @@
 """The Imported Semesters card (``semester_sync_status``): added, syncing, synced or failed, with
-when each step happened and the last error."""
+when each step happened and the last error.
+
+A failure is recorded on a fresh connection (the sync's own may be what failed), retried while
+PostgreSQL comes back. When it cannot be recorded at all (PostgreSQL down for longer, the worker
+killed), ``recover_interrupted_syncs`` — called by a sensor — marks the semester failed at the
+next start, so a card never says ``syncing`` for a sync that is no longer running.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
+from datetime import timedelta
 
 import psycopg
 from psycopg import sql
 
 log = logging.getLogger(__name__)
+
+# How long a failed sync keeps trying to record its failure while PostgreSQL is unreachable.
+FAILURE_RECORD_SECONDS = 30.0
+INTERRUPTED_ERROR = (
+    "The sync stopped before it could record its outcome (its worker or PostgreSQL stopped "
+    "mid-run). Nothing of it was written; run it again."
+)
 
 
 def _status_table(schema: str) -> sql.Composable:
@@ -109,11 +124,37 @@ def _mark(
         raise
 
 
+def _mark_patiently(
+    connect: Callable[[], psycopg.Connection],
+    mark: Callable[[psycopg.Connection], None],
+    seconds: float,
+) -> bool:
+    """``_mark``, retried with back-off for up to ``seconds`` (PostgreSQL restarting); False
+    when it never got through (``recover_interrupted_syncs`` then tells the card later)."""
+    deadline, wait = time.monotonic() + seconds, 0.25
+    while True:
+        try:
+            with connect() as conn:
+                mark(conn)
+            return True
+        except Exception as exc:
+            if time.monotonic() + wait > deadline:
+                log.warning(
+                    "Could not record the failure in semester_sync_status (%s); the next "
+                    "recover_interrupted_syncs will.",
+                    type(exc).__name__,
+                )
+                return False
+            time.sleep(wait)
+            wait = min(wait * 2, 5.0)
+
+
 @contextlib.contextmanager
 def _recorded(
     connect: Callable[[], psycopg.Connection],
     succeeded: Callable[[psycopg.Connection], None],
     failed: Callable[[psycopg.Connection, str], None],
+    retry_seconds: float | None,
 ) -> Iterator[None]:
     """Record how the block ended; a failure is recorded, then raised as it was."""
     try:
@@ -122,14 +163,18 @@ def _recorded(
         raise
     except BaseException as exc:
         error = failure_message(exc)
-        with contextlib.suppress(Exception):
-            _mark(connect, lambda conn: failed(conn, error))
+        patience = FAILURE_RECORD_SECONDS if retry_seconds is None else retry_seconds
+        _mark_patiently(connect, lambda conn: failed(conn, error), patience)
         raise
     _mark(connect, succeeded)
 
 
 def recorded_sync(
-    connect: Callable[[], psycopg.Connection], schema: str, semester: str
+    connect: Callable[[], psycopg.Connection],
+    schema: str,
+    semester: str,
+    *,
+    retry_seconds: float | None = None,
 ) -> contextlib.AbstractContextManager[None]:
     """The card follows a backfill: syncing now, then synced, or failed with the error."""
     _mark(connect, lambda conn: mark_sync_started(conn, schema, semester))
@@ -137,15 +182,41 @@ def recorded_sync(
         connect,
         lambda conn: mark_sync_finished(conn, schema, semester),
         lambda conn, error: mark_sync_finished(conn, schema, semester, error=error),
+        retry_seconds,
     )
 
 
 def recorded_apply(
-    connect: Callable[[], psycopg.Connection], schema: str, semester: str
+    connect: Callable[[], psycopg.Connection],
+    schema: str,
+    semester: str,
+    *,
+    retry_seconds: float | None = None,
 ) -> contextlib.AbstractContextManager[None]:
     """The card follows a Live Events apply (see ``mark_live_events_applied``)."""
     return _recorded(
         connect,
         lambda conn: mark_live_events_applied(conn, schema, semester),
         lambda conn, error: mark_live_events_applied(conn, schema, semester, error),
+        retry_seconds,
     )
+
+
+def recover_interrupted_syncs(
+    conn: psycopg.Connection,
+    schema: str,
+    running: Collection[str],
+    started_before: timedelta = timedelta(minutes=2),
+) -> list[str]:
+    """Mark ``failed`` every semester the card shows ``syncing`` although no backfill of it is
+    running (``running``: semesters with a queued or started backfill run) and that started
+    more than ``started_before`` ago (so a run that just began is left alone). Returns them."""
+    with conn.transaction():
+        rows = conn.execute(
+            sql.SQL(
+                "UPDATE {} SET status = 'failed', last_error = %s WHERE status = 'syncing' "
+                "AND NOT (semester = ANY(%s)) AND started_at < now() - %s RETURNING semester"
+            ).format(_status_table(schema)),
+            (INTERRUPTED_ERROR, sorted(running), started_before),
+        ).fetchall()
+    return sorted(semester for (semester,) in rows)

@@ -1,0 +1,158 @@
+"""Secrets never leave their settings: after a full backfill, a Live Events tick and apply, and a
+failed apply (Canvas down), neither the Canvas API token nor the warehouse password appears in
+stdout/stderr, Python logs, the Dagster instance's files (event log, run storage, compute logs),
+run configs and tags, asset metadata, the sensor's result, or any warehouse table."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+from psycopg import sql
+
+from canvas_assets.defs.apply import build_apply_job
+from canvas_assets.defs.assets import build_semester_tables
+from canvas_assets.defs.resources import build_resources
+from canvas_assets.defs.sensors.live_events import build_live_events_sensor
+from canvas_assets.sandbox import SandboxServer, envelope, global_id, send_envelopes
+from canvas_assets.settings import Settings
+
+from .test_backfill import real_semesters
+from .truth import expected_semester
+
+# A hang under injected faults fails fast instead of eating the CI budget.
+pytestmark = pytest.mark.timeout(240)
+
+
+def _warehouse_text(url: str, schema: str) -> str:
+    """Every row of every table of ``schema``, as text."""
+    out = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+        for (table,) in tables:
+            rows = conn.execute(
+                sql.SQL("SELECT t::text FROM {}.{} AS t").format(
+                    sql.Identifier(schema), sql.Identifier(table)
+                )
+            ).fetchall()
+            out.extend(row for (row,) in rows)
+    assert len(tables) >= 8 and out  # the scan read the tables it must
+    return "\n".join(out)
+
+
+def _instance_text(instance: dg.DagsterInstance, home: Path) -> str:
+    """Every file under the instance's home (sqlite event log and run storage, compute logs),
+    plus what its APIs return: runs with their configs and tags, every event log entry."""
+    parts = [p.read_bytes().decode("utf-8", "replace") for p in home.rglob("*") if p.is_file()]
+    for record in instance.get_run_records():
+        run = record.dagster_run
+        parts.append(json.dumps(run.run_config, default=str) + json.dumps(run.tags))
+        parts.extend(
+            str(r.event_log_entry) for r in instance.get_records_for_run(run.run_id).records
+        )
+    assert len(parts) > 10
+    return "\n".join(parts)
+
+
+def test_the_token_and_the_database_password_appear_nowhere(
+    institution, postgres_url, sqs_endpoint, queue, tmp_path, monkeypatch, capfd, caplog, figures
+) -> None:
+    """Without this, the Canvas token or the warehouse password could leak into the Dagster UI
+    (run configs, logs, metadata), into compute logs that are shipped elsewhere, or into the
+    warehouse, where every analyst can read it."""
+    caplog.set_level("DEBUG")
+    token = f"canvas-token-{uuid.uuid4().hex}"
+    password = f"pw-{uuid.uuid4().hex}"
+    schema = f"secrets_{uuid.uuid4().hex[:8]}"
+    # Trust auth ignores the password, but it travels in the URL as a real one would.
+    url = postgres_url.replace("postgres:@", f"postgres:{password}@", 1)
+    assert password in url
+    sandbox = SandboxServer(institution, token=token).start()
+    environment = {
+        "CANVAS_BASE_URL": sandbox.url,
+        "CANVAS_API_TOKEN": token,
+        "CANVAS_WAREHOUSE_URL": url,
+        "CANVAS_WAREHOUSE_SCHEMA": schema,
+        "CANVAS_LIVE_EVENTS_QUEUE_URL": queue.queue_url,
+        "AWS_ENDPOINT_URL_SQS": sqs_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "CANVAS_APPLY_RUN_WINDOW_SECONDS": "0",
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    resources = build_resources(settings)
+    home = tmp_path / "dagster-home"
+    home.mkdir()
+    semester = real_semesters(institution)[0]
+    try:
+        with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance:
+            instance.add_dynamic_partitions("semester", [semester])
+            backfill = dg.materialize(
+                [build_semester_tables(settings)], partition_key=semester,
+                resources=resources, instance=instance,
+            )  # fmt: skip
+            assert backfill.success
+            course = next(iter(expected_semester(institution, semester)["courses"]))
+            with institution.lock:
+                institution.courses[course]["name"] = "Renamed, secretly"
+            event = envelope(
+                institution, "course_updated",
+                {"course_id": str(global_id(course)), "name": "Renamed, secretly"},
+                event_time=datetime.now(UTC) + timedelta(seconds=1),
+            )  # fmt: skip
+            send_envelopes(queue.client(), queue.queue_url, [event])
+            tick = build_live_events_sensor(settings)(
+                dg.build_sensor_context(instance=instance, resources=resources)
+            )
+            assert isinstance(tick, dg.SensorResult) and tick.run_requests
+            apply_job = build_apply_job(settings)
+            request = tick.run_requests[0]
+            sandbox.faults.error_rate = 1.0  # a failed apply: error messages are logged too
+            failed = apply_job.execute_in_process(
+                partition_key=semester, run_config=request.run_config, resources=resources,
+                instance=instance, raise_on_error=False,
+            )  # fmt: skip
+            sandbox.faults.error_rate = 0.0
+            applied = apply_job.execute_in_process(
+                partition_key=semester, run_config=request.run_config, resources=resources,
+                instance=instance,
+            )  # fmt: skip
+            assert not failed.success and applied.success
+            captured = capfd.readouterr()
+            places = {
+                "stdout/stderr": captured.out + captured.err,
+                "Python logs": caplog.text,
+                "Dagster instance (event log, run storage, compute logs, run configs)": (
+                    _instance_text(instance, home)
+                ),
+                "sensor result (tick, asset metadata)": repr(tick),
+                "warehouse tables": _warehouse_text(postgres_url, schema),
+            }
+    finally:
+        sandbox.stop()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    assert "Renamed, secretly" in places["warehouse tables"]  # the scan saw the applied data
+    leaks = {
+        place: [
+            name for name, secret in (("token", token), ("password", password)) if secret in text
+        ]
+        for place, text in places.items()
+    }
+    assert leaks == {place: [] for place in places}
+    figures(
+        "secrets",
+        scanned={place: f"{len(text):,} characters" for place, text in places.items()},
+        token_hits=0,
+        password_hits=0,
+    )
