@@ -46,7 +46,11 @@ def migrate(conn: psycopg.Connection, schema: str) -> list[int]:
     applied_now: list[int] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema_ident))
+        # Only when missing: CREATE SCHEMA, even IF NOT EXISTS, needs CREATE on the database,
+        # which a role that owns just its schema (deploy/postgres/roles.sql) does not have.
+        exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        if not exists.fetchone():
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema_ident))
         conn.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {}.schema_migrations ("
