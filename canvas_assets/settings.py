@@ -22,8 +22,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveInt,
     ValidationError,
+    model_validator,
 )
 
 DEFAULT_ACCOUNT_ID = "self"
@@ -63,10 +65,22 @@ def _schema(value: str) -> str:
     return value
 
 
-def _patterns(value: object) -> object:
-    """CANVAS_TARGET_SEMESTERS: comma-separated keys or shell-style patterns; empty means all."""
+def _comma_list(value: object) -> object:
+    """A comma-separated variable as a tuple; empty parts are dropped."""
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+_INSTITUTION = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+
+def _institution(value: str) -> str:
+    if not _INSTITUTION.match(value):
+        raise ValueError(
+            "must be a short lowercase name (letters, digits, underscores, starting with a "
+            "letter), e.g. state_u"
+        )
     return value
 
 
@@ -80,7 +94,10 @@ def _home(value: object) -> object:
     return Path(value).expanduser().resolve() if isinstance(value, (str, Path)) else value
 
 
-SemesterPatterns = Annotated[tuple[str, ...], BeforeValidator(_patterns)]
+# Comma-separated semester keys or shell-style patterns (2026*); empty means all.
+SemesterPatterns = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+InstitutionName = Annotated[str, AfterValidator(_institution)]
 SchemaName = Annotated[str, AfterValidator(_schema)]
 Cron = Annotated[str, AfterValidator(_cron)]
 StateDir = Annotated[Path, BeforeValidator(_home)]
@@ -98,10 +115,15 @@ class Settings(BaseModel):
         frozen=True, populate_by_name=True, extra="ignore", validate_default=True
     )
 
+    # One deployment, many institutions: names this code location's assets, partitions, pool
+    # and default schema so several can share one Dagster instance and one PostgreSQL.
+    institution: InstitutionName | None = Field(None, alias="CANVAS_INSTITUTION")
     account_id: str = Field(DEFAULT_ACCOUNT_ID, alias="CANVAS_ACCOUNT_ID", min_length=1)
-    max_concurrency: PositiveInt = Field(8, alias="CANVAS_MAX_CONCURRENCY")
+    max_concurrency: PositiveInt = Field(16, alias="CANVAS_MAX_CONCURRENCY")
+    # Defaults to canvas, or canvas_<institution>.
     warehouse_schema: SchemaName = Field(DEFAULT_WAREHOUSE_SCHEMA, alias="CANVAS_WAREHOUSE_SCHEMA")
-    state_dir: StateDir = Field(Path(DEFAULT_STATE_DIR), alias="CANVAS_ASSETS_HOME")
+    # Local state (embedded PostgreSQL, Dagster home, dev lock); unset: see tools/devstack.py.
+    state_dir: StateDir | None = Field(None, alias="CANVAS_ASSETS_HOME")
     target_semesters: SemesterPatterns = Field((), alias="CANVAS_TARGET_SEMESTERS")
     auto_import_semesters: bool = Field(True, alias="CANVAS_AUTO_IMPORT_SEMESTERS")
     semester_sensor_interval_seconds: PositiveInt = Field(
@@ -111,15 +133,41 @@ class Settings(BaseModel):
         30, alias="CANVAS_LIVE_EVENTS_SENSOR_INTERVAL_SECONDS"
     )
     reconcile_cron: Cron = Field("0 3 * * *", alias="CANVAS_RECONCILE_CRON")
+    # How long one Live Events apply run keeps applying a semester's new events before it
+    # ends (it ends sooner once idle); 0 applies once per run.
+    apply_run_window_seconds: NonNegativeInt = Field(
+        600, alias="CANVAS_APPLY_RUN_WINDOW_SECONDS", le=3000
+    )
+    # Stream health checks on canvas/live_events.
+    live_events_max_lag_seconds: PositiveInt = Field(
+        300, alias="CANVAS_LIVE_EVENTS_MAX_LAG_SECONDS"
+    )
+    live_events_stall_seconds: PositiveInt = Field(3600, alias="CANVAS_LIVE_EVENTS_STALL_SECONDS")
+    asset_owners: CommaList = Field(("team:data-engineering",), alias="CANVAS_ASSET_OWNERS")
     # boto3 reads AWS_DEFAULT_REGION itself; AWS_REGION is the name AWS's other SDKs use.
     aws_region: str | None = Field(None, alias="AWS_REGION")
     # CI: `canvas-assets dev` exits once the Dagster UI answers.
     dev_exit_when_ready: bool = Field(False, alias="CANVAS_ASSETS_DEV_EXIT_WHEN_READY")
+    # Production sets false: with no CANVAS_WAREHOUSE_URL, fail instead of starting an embedded
+    # PostgreSQL on the local disk of whatever machine runs the code.
+    embedded_warehouse: bool = Field(True, alias="CANVAS_EMBEDDED_WAREHOUSE")
     # Whether each secret/service variable is set (its value stays with dg.EnvVar).
     canvas_configured: bool = False
     canvas_token_configured: bool = False
     warehouse_url_configured: bool = False
     live_events_queue_configured: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_from_institution(cls, values: object) -> object:
+        """An institution's tables default to their own schema, canvas_<institution>."""
+        if isinstance(values, dict):
+            institution = values.get("CANVAS_INSTITUTION", values.get("institution"))
+            has_schema = "CANVAS_WAREHOUSE_SCHEMA" in values or "warehouse_schema" in values
+            valid = isinstance(institution, str) and _INSTITUTION.match(institution)
+            if valid and not has_schema:
+                values = {**values, "CANVAS_WAREHOUSE_SCHEMA": f"canvas_{institution}"}
+        return values
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -24,6 +24,8 @@ from canvas_assets.warehouse import WarehouseResource
 from canvas_assets.warehouse.embedded import ensure_database
 
 SANDBOX_TOKEN = "test-token"
+# Hypothesis profiles, the CANVAS_RELIABILITY_PROFILE knob and the `figures` fixture.
+pytest_plugins = ["canvas_assets_tests.reliability"]
 
 
 @pytest.fixture(scope="session")

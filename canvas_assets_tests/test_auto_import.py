@@ -5,6 +5,7 @@ import pytest
 from psycopg import sql
 
 from canvas_assets.definitions import defs
+from canvas_assets.defs.jobs import build_jobs
 from canvas_assets.defs.sensors.auto_import import (
     build_semester_auto_import_sensor,
     plan_auto_import,
@@ -59,7 +60,7 @@ def test_sensor_adds_new_term_partitions_and_requests_backfills(
     settings = Settings(
         target_semesters=(real[0],), auto_import_semesters=True, semester_sensor_interval_seconds=30
     )
-    sensor = build_semester_auto_import_sensor(settings)
+    sensor = build_semester_auto_import_sensor(settings, build_jobs(settings))
     with dg.DagsterInstance.ephemeral() as instance:
         context = dg.build_sensor_context(
             instance=instance, resources={"canvas": canvas, "warehouse": warehouse}
@@ -86,7 +87,8 @@ def test_sensor_adds_new_term_partitions_and_requests_backfills(
                 instance=instance, resources={"canvas": canvas, "warehouse": warehouse}
             )
         )
-        assert isinstance(again, dg.SkipReason)
+        assert isinstance(again, dg.SensorResult) and not again.run_requests
+        assert "No new semesters" in again.skip_reason.skip_message
 
 
 def test_definitions_load_with_lineage_and_running_sensors() -> None:
@@ -131,21 +133,26 @@ def test_reconciliation_schedule_requests_backfills_of_current_semesters(
     """Without this, events Canvas never delivered would never be healed."""
     from datetime import UTC, datetime
 
-    from canvas_assets.defs.assets import terms as terms_asset
+    from canvas_assets.defs.assets import build_terms_asset
     from canvas_assets.defs.schedules import build_reconciliation_schedule
+
+    terms_asset = build_terms_asset(Settings())
 
     with dg.instance_for_test() as instance:
         assert dg.materialize(
             [terms_asset], resources={"canvas": canvas, "warehouse": warehouse}, instance=instance
         ).success
         instance.add_dynamic_partitions("semester", ["2025FA", "2026FA"])
-        schedule = build_reconciliation_schedule(Settings.from_env({}))
-        context = dg.build_schedule_context(
+        settings = Settings.from_env({})
+        schedule = build_reconciliation_schedule(settings, build_jobs(settings))
+        # Entered so the context closes what it opened before the instance does: a context left
+        # open keeps this instance's (soon deleted) state storage current for later tests.
+        with dg.build_schedule_context(
             instance=instance,
             resources={"warehouse": warehouse},
             scheduled_execution_time=datetime(2026, 10, 1, 3, tzinfo=UTC),
-        )
-        requests = schedule(context)
+        ) as context:
+            requests = schedule(context)
     assert [(r.partition_key, r.run_key) for r in requests] == [
         ("2026FA", "reconcile:2026FA:2026-10-01T03:00")
     ]

@@ -7,15 +7,16 @@ import psycopg
 from psycopg import sql
 
 from canvas_assets.canvas import CanvasResource
-from canvas_assets.defs.assets import build_semester_tables, terms
-from canvas_assets.defs.reporting import table_key
+from canvas_assets.defs.assets import build_semester_tables, build_terms_asset
+from canvas_assets.defs.namespace import Namespace
 from canvas_assets.settings import Settings
 from canvas_assets.warehouse import WarehouseResource
 
 from .truth import expected_semester, semester_of, warehouse_semester
 
-COURSES_KEY = table_key("courses")
+COURSES_KEY = Namespace().key("courses")
 semester_tables = build_semester_tables(Settings())
+terms = build_terms_asset(Settings())
 
 
 def real_semesters(institution) -> list[str]:
@@ -68,9 +69,9 @@ def test_semester_backfill_equals_canvas_row_for_row(
         assert actual[table] == expected[table], table
     assert all(expected[table] for table in expected)  # the semester is not trivially empty
     metadata = materialization_metadata(result, COURSES_KEY)
-    assert metadata["row_count"] == len(expected["courses"])
+    assert metadata["dagster/row_count"] == len(expected["courses"])
     assert metadata["rows_inserted"] == len(expected["courses"])
-    assert metadata["canvas_requests"] >= 1 + 2 * len(expected["courses"])
+    assert metadata["canvas_requests_run_total"] >= 1 + 2 * len(expected["courses"])
     status = db.execute(
         sql.SQL(
             "SELECT status, started_at IS NOT NULL, last_sync_completed_at IS NOT NULL "

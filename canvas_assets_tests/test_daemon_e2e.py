@@ -1,13 +1,13 @@
 """The real thing: `canvas-assets dev` runs the Dagster webserver and daemon; its sensors import
 a semester and then follow a Live Event from SQS into PostgreSQL with nobody launching a run."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import psycopg
@@ -16,12 +16,8 @@ from psycopg import sql
 from canvas_assets.tools.processes import free_port
 from canvas_assets.warehouse.embedded import ensure_database
 
-from .conftest import SANDBOX_TOKEN
+from .stack import database_url, services_env
 from .truth import rename_course_in_canvas, semester_of
-
-
-def _database_url(server_url: str, database: str) -> str:
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
 
 
 def _wait_for(query, params, expected, conn, timeout: float, proc) -> float:
@@ -39,23 +35,13 @@ def test_live_event_reaches_postgres_through_the_daemon(
 ) -> None:
     """Without this, sensors that work when called by tests could still be dead in the daemon."""
     semester = sorted(semester_of(t) for t in institution.terms.values() if t["sis_term_id"])[0]
-    schema = f"e2e_{uuid.uuid4().hex[:8]}"
-    dagster_db = f"dagster_{uuid.uuid4().hex[:8]}"
-    ensure_database(postgres_url, dagster_db)
     log_path = tmp_path / "dev.log"
+    services = services_env(postgres_url, sandbox.url, queue, sqs_endpoint)
+    schema = services["CANVAS_WAREHOUSE_SCHEMA"]
     env = {
         **os.environ,
+        **services,
         "CANVAS_ASSETS_HOME": str(tmp_path / "home"),
-        "CANVAS_BASE_URL": sandbox.url,
-        "CANVAS_API_TOKEN": SANDBOX_TOKEN,
-        "CANVAS_WAREHOUSE_URL": postgres_url,
-        "CANVAS_WAREHOUSE_SCHEMA": schema,
-        "CANVAS_DAGSTER_PG_URL": _database_url(postgres_url, dagster_db),
-        "CANVAS_LIVE_EVENTS_QUEUE_URL": queue.queue_url,
-        "AWS_ENDPOINT_URL_SQS": sqs_endpoint,
-        "AWS_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
         "CANVAS_TARGET_SEMESTERS": semester,
         "CANVAS_SEMESTER_SENSOR_INTERVAL_SECONDS": "5",
         "CANVAS_LIVE_EVENTS_SENSOR_INTERVAL_SECONDS": "5",
@@ -101,6 +87,69 @@ def test_live_event_reaches_postgres_through_the_daemon(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
-    assert proc.returncode == 0, log_path.read_text(errors="replace")[-3000:]
+    log = log_path.read_text(errors="replace")
+    assert proc.returncode == 0, log[-3000:]
     time.sleep(1)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    # A calm console: no superseded-command warning, run events at INFO.
+    assert "superseded" not in log
+    assert " - DEBUG - " not in log
+
+
+def test_two_institutions_in_one_local_stack_are_both_imported(postgres_url, tmp_path) -> None:
+    """Without this, serving several institutions from one Dagster instance (one code location
+    each) could collide on asset keys, partitions, pools or warehouse schemas, and only the
+    second college to be onboarded would notice."""
+    dagster_db = f"dagster_{uuid.uuid4().hex[:8]}"
+    ensure_database(postgres_url, dagster_db)
+    suffix = uuid.uuid4().hex[:6]
+    names = [f"north{suffix}", f"south{suffix}"]
+    env = {
+        **os.environ,
+        "CANVAS_WAREHOUSE_URL": postgres_url,
+        "CANVAS_DAGSTER_PG_URL": database_url(postgres_url, dagster_db),
+        "CANVAS_TARGET_SEMESTERS": "2026SP",
+        "CANVAS_SEMESTER_SENSOR_INTERVAL_SECONDS": "5",
+    }
+    for name in ("CANVAS_ASSETS_DEV_EXIT_WHEN_READY", "CANVAS_BASE_URL", "CANVAS_ASSETS_HOME"):
+        env.pop(name, None)
+    env.pop("CANVAS_LIVE_EVENTS_QUEUE_URL", None)
+    log_path = tmp_path / "dev.log"
+    command = [
+        sys.executable, "-m", "canvas_assets", "dev", "--size", "small",
+        "--port", str(free_port()), "--home", str(tmp_path / "home"),
+        "--institutions", ",".join(names),
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            for name in names:
+                status = sql.SQL("SELECT status FROM {}.semester_sync_status").format(
+                    sql.Identifier(f"canvas_{name}")
+                )
+                deadline = time.monotonic() + 240
+                while True:
+                    assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+                    with contextlib.suppress(psycopg.errors.UndefinedTable):
+                        if conn.execute(status).fetchall() == [("synced",)]:
+                            break
+                    assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                    time.sleep(2)
+            counts = [
+                conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}.courses").format(
+                        sql.Identifier(f"canvas_{name}")
+                    )
+                ).fetchone()[0]
+                for name in names
+            ]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=90)
+    assert all(counts), counts  # each institution's own sandbox, each in its own schema
+    log = log_path.read_text(errors="replace")
+    assert all(f"institution {name}" in log for name in names)

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-from canvas_assets.tools.devstack import dagster_storage_url
 from canvas_assets.tools.processes import exclusive_lock
 
 
@@ -27,13 +26,6 @@ def test_second_dev_stack_on_the_same_state_folder_refuses_clearly(tmp_path) -> 
     assert "already running" in second.stderr and "CANVAS_ASSETS_HOME" in second.stderr
 
 
-def test_dagster_storage_url_pins_the_driver_dagster_postgres_speaks() -> None:
-    """Without this, SQLAlchemy picks psycopg 3 and the daemon's NOTIFY statements fail."""
-    assert dagster_storage_url("postgresql://u:p@h/db") == "postgresql+psycopg2://u:p@h/db"
-    assert dagster_storage_url("postgres://h/db?host=/s") == "postgresql+psycopg2://h/db?host=/s"
-    assert dagster_storage_url("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
-
-
 def test_cli_rejects_bad_settings_with_the_variable_name(tmp_path) -> None:
     """Without this, a typo in a setting would surface as a traceback deep in Dagster."""
     env = {**os.environ, "CANVAS_RECONCILE_CRON": "nightly"}
@@ -46,3 +38,18 @@ def test_cli_rejects_bad_settings_with_the_variable_name(tmp_path) -> None:
     )
     assert result.returncode != 0
     assert "CANVAS_RECONCILE_CRON" in result.stderr
+
+
+def test_production_refuses_a_local_disk_warehouse_by_name() -> None:
+    """Without this, a production container started without CANVAS_WAREHOUSE_URL would quietly
+    start an embedded PostgreSQL on its own disk and lose the warehouse with the container."""
+    import pytest
+
+    from canvas_assets.defs.resources import build_resources
+    from canvas_assets.settings import SettingError, Settings
+
+    settings = Settings.from_env({"CANVAS_EMBEDDED_WAREHOUSE": "false"})
+    with pytest.raises(SettingError, match="CANVAS_WAREHOUSE_URL"):
+        build_resources(settings)
+    configured = {"CANVAS_EMBEDDED_WAREHOUSE": "false", "CANVAS_WAREHOUSE_URL": "postgresql://h/db"}
+    assert build_resources(Settings.from_env(configured))["warehouse"].url

@@ -6,6 +6,7 @@ validation writes nothing and keeps what the warehouse held.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from canvas_assets.tables import (
     validate_semester,
 )
 from canvas_assets.warehouse.writes import WriteCounts, write_semester
+
+log = logging.getLogger(__name__)
 
 
 class UnknownSemesterError(LookupError):
@@ -46,7 +49,8 @@ def semester_term(session: CanvasSession, semester: str) -> dict:
 
 @dataclass
 class SemesterBackfill:
-    """What a backfill read, checked and (when the checks passed) wrote."""
+    """What a backfill read (the snapshot keeps the term and its courses; the rest of the JSON
+    is dropped once mapped to ``raw``), checked and (when the checks passed) wrote."""
 
     snapshot: SemesterSnapshot
     raw: dict[str, pd.DataFrame]
@@ -70,6 +74,8 @@ def backfill_semester(
     snapshot = fetch_semester(session, term, semester, observed_at, tables)
     fetched = time.perf_counter()
     raw = semester_frames(snapshot, tables)
+    # Mapped: a large semester's JSON would otherwise stay beside its frames until the end.
+    snapshot.per_course, snapshot.users = {}, {}
     mapped = time.perf_counter()
     report = validate_semester(semester, term.get("sis_term_id"), raw, tables)
     validated = time.perf_counter()
@@ -82,4 +88,11 @@ def backfill_semester(
         "validate": validated - mapped,
         "write": time.perf_counter() - validated,
     }
+    log.debug(
+        "Semester %s phases: %s (Canvas: %d requests, %d throttled)",
+        semester,
+        ", ".join(f"{phase} {seconds:.3f} s" for phase, seconds in result.seconds.items()),
+        session.stats.requests,
+        session.stats.throttle_waits,
+    )
     return result

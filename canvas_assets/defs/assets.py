@@ -1,182 +1,218 @@
-"""The Canvas tables as Dagster assets: terms, Live Events, and per semester the registry's tables.
+"""The Canvas tables as Dagster assets: terms, Live Events, the Imported Semesters card, and per
+semester the registry's tables.
 
 The semester tables are one multi-asset because they are fetched together (each object once per
-run), validated together (they reference each other) and written in one transaction. A run
-either backfills the semester or applies its landed Live Events (``mode``).
+run), validated together (they reference each other) and written in one transaction. It only
+backfills; Live Events are applied by their own job (``defs/apply.py``).
 """
 
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Literal
 
 import dagster as dg
 
-from canvas_assets.backfill.semester import UnknownSemesterError, backfill_semester, semester_term
+from canvas_assets.backfill.semester import (
+    SemesterBackfill,
+    UnknownSemesterError,
+    backfill_semester,
+)
 from canvas_assets.backfill.terms import refresh_terms
-from canvas_assets.canvas import CanvasResource, CanvasSession
-from canvas_assets.defs.partitions import CANVAS_API_POOL, semester_partitions
-from canvas_assets.defs.reporting import check_results, check_specs, preview, table_key
-from canvas_assets.live_events.apply import LiveEventsValidationError, apply_semester_events
+from canvas_assets.canvas import CanvasResource
+from canvas_assets.canvas.limiter import CanvasStats
+from canvas_assets.defs.checks import as_check_result, pandera_check_specs, pandera_evaluations
+from canvas_assets.defs.namespace import Namespace
+from canvas_assets.defs.reporting import (
+    PARTITIONING,
+    definition_metadata,
+    imported_semesters,
+    preview,
+    request_metadata,
+    write_metadata,
+)
 from canvas_assets.settings import Settings
-from canvas_assets.tables import SEMESTER_TABLES, TERMS, TableSpec, ValidationReport
+from canvas_assets.tables import SEMESTER_TABLES, TERMS, TableSpec
 from canvas_assets.warehouse import WarehouseResource
-from canvas_assets.warehouse.status import recorded_apply, recorded_sync
+from canvas_assets.warehouse.reads import active_rows, sync_status
+from canvas_assets.warehouse.status import recorded_sync
 
-TERMS_KEY = table_key(TERMS.name)
-LIVE_EVENTS_KEY = table_key("live_events")
-GROUP = "canvas"
 SEMESTER_TABLES_OP = "canvas_semester_tables"
+SOURCE_TAG = "canvas-assets/source"  # backfill, reconciliation, live_events
 
 
-@dg.asset(key=TERMS_KEY, group_name=GROUP, kinds={"canvas", "postgres"}, pool=CANVAS_API_POOL)
-def terms(
-    context: dg.AssetExecutionContext, canvas: CanvasResource, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    """Canvas enrollment terms (semesters) of the institution, including the default term.
+def _common(settings: Settings, namespace: Namespace) -> dict:
+    return {
+        "group_name": namespace.group,
+        "owners": list(settings.asset_owners),
+        "tags": {"source": "canvas", "domain": "academics"},
+    }
 
-    Each term's ``semester`` is its partition key: the SIS term id, or ``term-<id>``.
-    """
-    with canvas.session(context.log) as session, warehouse.connect() as conn:
-        validated, counts = refresh_terms(
-            conn, warehouse.table_schema(), session, datetime.now(UTC)
+
+def build_terms_asset(settings: Settings) -> dg.AssetsDefinition:
+    namespace = Namespace.of(settings)
+
+    @dg.asset(
+        key=namespace.key(TERMS.name),
+        description=TERMS.description,
+        metadata=definition_metadata(TERMS, settings.warehouse_schema),
+        kinds={"canvas", "postgres"},
+        pool=namespace.canvas_pool,
+        **_common(settings, namespace),
+    )
+    def terms(
+        context: dg.AssetExecutionContext, canvas: CanvasResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        schema = warehouse.table_schema()
+        with canvas.session(context.log) as session, warehouse.connect() as conn:
+            validated, counts = refresh_terms(conn, schema, session, datetime.now(UTC))
+            active = active_rows(conn, schema, [TERMS.name])[TERMS.name]
+        return dg.MaterializeResult(
+            metadata={
+                **write_metadata(counts, active),
+                **request_metadata(TERMS, session.stats),
+                "semesters": ", ".join(validated["semester"]),
+                "preview": preview(validated),
+            }
         )
-    return dg.MaterializeResult(
-        metadata={
-            **counts.as_metadata(),
-            **session.stats.as_metadata(),
-            "semesters": ", ".join(validated["semester"]),
-            "preview": preview(validated),
-        }
+
+    return terms
+
+
+def live_events_spec(settings: Settings) -> dg.AssetSpec:
+    namespace = Namespace.of(settings)
+    return dg.AssetSpec(
+        namespace.key("live_events"),
+        description="Canvas Live Events landed from the SQS queue (table live_events): the "
+        "incremental changes that feed the semester tables between backfills. The "
+        "canvas_live_events sensor materializes it each time it lands messages; its checks "
+        "watch the stream's lag, quarantine growth and silence.",
+        kinds={"sqs", "postgres"},
+        **_common(settings, namespace),
     )
 
 
-live_events = dg.AssetSpec(
-    LIVE_EVENTS_KEY,
-    description="Canvas Live Events landed from the SQS queue (table live_events): the "
-    "incremental changes that feed the semester tables between backfills. Materialized by the "
-    "canvas_live_events sensor each time it lands messages.",
-    group_name=GROUP,
-    kinds={"sqs", "postgres"},
-)
+def imported_semesters_spec(settings: Settings) -> dg.AssetSpec:
+    namespace = Namespace.of(settings)
+    return dg.AssetSpec(
+        namespace.key("imported_semesters"),
+        deps=[namespace.key(TERMS.name)],
+        description="The Imported Semesters card (table semester_sync_status): each semester "
+        "with its status (added, syncing, synced, failed), when it was added, when its last "
+        "sync started and completed, and the last error. Refreshed by every backfill, Live "
+        "Events apply and auto-import.",
+        metadata={"dagster/table_name": f"{settings.warehouse_schema}.semester_sync_status"},
+        kinds={"postgres"},
+        **_common(settings, namespace),
+    )
 
 
-class SemesterSyncConfig(dg.Config):
-    """``backfill`` re-reads the whole semester from Canvas; ``live_events`` applies the
-    semester's landed Live Events (what the canvas_live_events sensor requests)."""
-
-    mode: Literal["backfill", "live_events"] = "backfill"
-
-
-LIVE_EVENTS_RUN_CONFIG = {"ops": {SEMESTER_TABLES_OP: {"config": {"mode": "live_events"}}}}
-
-
-def _semester_specs(tables: Sequence[TableSpec]) -> list[dg.AssetSpec]:
+def _semester_specs(
+    settings: Settings, namespace: Namespace, tables: Sequence[TableSpec]
+) -> list[dg.AssetSpec]:
     return [
         dg.AssetSpec(
-            table_key(spec.name),
-            deps=[table_key(spec.upstream or TERMS.name), LIVE_EVENTS_KEY],
-            description=spec.description,
-            group_name=GROUP,
-            partitions_def=semester_partitions,
+            namespace.key(spec.name),
+            deps=[namespace.key(spec.upstream or TERMS.name), namespace.key("live_events")],
+            description=f"{spec.description}\n\n{PARTITIONING}",
+            metadata=definition_metadata(spec, settings.warehouse_schema),
+            partitions_def=namespace.partitions,
             kinds={"canvas", "postgres"},
+            **_common(settings, namespace),
         )
         for spec in tables
     ]
 
 
-def _backfill(
-    context: dg.AssetExecutionContext,
-    session: CanvasSession,
-    warehouse: WarehouseResource,
+def _materializations(
+    namespace: Namespace,
     tables: Sequence[TableSpec],
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    semester, schema = context.partition_key, warehouse.table_schema()
-    with recorded_sync(warehouse.connect, schema, semester), warehouse.connect() as conn:
-        try:
-            result = backfill_semester(conn, schema, session, semester, datetime.now(UTC), tables)
-        except UnknownSemesterError as exc:
-            raise dg.Failure(description=str(exc)) from None
-        yield from check_results(tables, result.report, result.raw)
-        if not result.report.ok:
-            raise dg.Failure(description=result.report.message(semester))
+    result: SemesterBackfill,
+    active: dict[str, int],
+    stats: CanvasStats,
+    reconciliation: bool,
+) -> Iterator[dg.MaterializeResult]:
     for spec in tables:
-        yield dg.MaterializeResult(
-            asset_key=table_key(spec.name),
-            metadata={
-                "semester": semester,
-                "mode": "backfill",
-                **result.counts[spec.name].as_metadata(),
-                "canvas_objects": len(result.raw[spec.name]),
-                **session.stats.as_metadata(),
-                "preview": preview(result.report.frames[spec.name]),
-            },
-        )
-
-
-def _apply(
-    context: dg.AssetExecutionContext,
-    session: CanvasSession,
-    warehouse: WarehouseResource,
-    tables: Sequence[TableSpec],
-    settings: Settings,
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    semester, schema = context.partition_key, warehouse.table_schema()
-    with recorded_apply(warehouse.connect, schema, semester), warehouse.connect() as conn:
-        try:
-            term = semester_term(session, semester)
-            applied = apply_semester_events(
-                conn, schema, session, semester, term, datetime.now(UTC),
-                settings.target_semesters, tables,
-            )  # fmt: skip
-        except UnknownSemesterError as exc:
-            raise dg.Failure(description=str(exc)) from None
-        except LiveEventsValidationError as exc:
-            yield from check_results(tables, exc.report, {})
-            raise dg.Failure(description=str(exc)) from None
-    yield from check_results(tables, ValidationReport(applied.frames, {}), applied.frames)
-    for spec in tables:
-        counts = applied.counts.get(spec.name)
+        counts = result.counts[spec.name]
         metadata = {
-            "semester": semester,
-            "mode": "live_events",
-            "events": applied.events,
-            "events_applied": applied.applied,
-            "events_stale": applied.stale,
-            "courses_refreshed": applied.courses_refreshed,
-            "courses_gone": applied.courses_gone,
-            "events_forwarded": applied.forwarded,
-            **(counts.as_metadata() if counts else {}),
-            **session.stats.as_metadata(),
+            **write_metadata(counts, active[spec.name]),
+            "canvas_objects": len(result.raw[spec.name]),
+            **request_metadata(spec, stats),
+            "preview": preview(result.report.frames[spec.name]),
         }
-        if spec.name in applied.frames:
-            metadata["preview"] = preview(applied.frames[spec.name])
-        yield dg.MaterializeResult(asset_key=table_key(spec.name), metadata=metadata)
+        if reconciliation:
+            # What the nightly re-read changed is what the Live Events stream missed.
+            metadata["drift_rows"] = counts.inserted + counts.updated + counts.removed
+        yield dg.MaterializeResult(asset_key=namespace.key(spec.name), metadata=metadata)
 
 
 def build_semester_tables(
     settings: Settings, tables: Sequence[TableSpec] = SEMESTER_TABLES
 ) -> dg.AssetsDefinition:
-    """The multi-asset that writes the semester tables, one partition per semester."""
+    """The multi-asset that backfills the semester tables, one partition per semester."""
+    namespace = Namespace.of(settings)
 
     @dg.multi_asset(
         name=SEMESTER_TABLES_OP,
-        specs=_semester_specs(tables),
-        check_specs=check_specs(tables),
-        partitions_def=semester_partitions,
-        pool=CANVAS_API_POOL,
+        specs=_semester_specs(settings, namespace, tables),
+        check_specs=pandera_check_specs(namespace, tables),
+        partitions_def=namespace.partitions,
+        pool=namespace.canvas_pool,
     )
     def semester_tables(
-        context: dg.AssetExecutionContext,
-        config: SemesterSyncConfig,
-        canvas: CanvasResource,
-        warehouse: WarehouseResource,
+        context: dg.AssetExecutionContext, canvas: CanvasResource, warehouse: WarehouseResource
     ):
-        """Backfill one semester from Canvas (or apply its Live Events), validated, in one
-        transaction."""
-        with canvas.session(context.log) as session:
-            if config.mode == "live_events":
-                yield from _apply(context, session, warehouse, tables, settings)
-            else:
-                yield from _backfill(context, session, warehouse, tables)
+        """Backfill one semester from Canvas: fetch, validate, write in one transaction."""
+        try:
+            yield from _backfill(context, canvas, warehouse, namespace, tables)
+        finally:
+            log_imported_semesters(context, warehouse, namespace)
 
     return semester_tables
+
+
+def _backfill(
+    context: dg.AssetExecutionContext,
+    canvas: CanvasResource,
+    warehouse: WarehouseResource,
+    namespace: Namespace,
+    tables: Sequence[TableSpec],
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    semester, schema = context.partition_key, warehouse.table_schema()
+    with (
+        canvas.session(context.log) as session,
+        recorded_sync(warehouse.connect, schema, semester),
+        warehouse.connect() as conn,
+    ):
+        try:
+            result = backfill_semester(conn, schema, session, semester, datetime.now(UTC), tables)
+        except UnknownSemesterError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        rows_checked = {name: len(frame) for name, frame in result.raw.items()}
+        for evaluation in pandera_evaluations(
+            namespace, tables, result.report, rows_checked, semester
+        ):
+            yield as_check_result(evaluation)
+        if not result.report.ok:
+            raise dg.Failure(description=result.report.message(semester))
+        active = active_rows(conn, schema, [spec.name for spec in tables], semester)
+    context.log.info(
+        f"Semester {semester}: "
+        + ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.seconds.items())
+    )
+    reconciliation = context.run.tags.get(SOURCE_TAG) == "reconciliation"
+    yield from _materializations(namespace, tables, result, active, session.stats, reconciliation)
+
+
+def log_imported_semesters(
+    context: dg.OpExecutionContext | dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    namespace: Namespace,
+) -> None:
+    """Refresh the Imported Semesters card in the UI; best effort (the warehouse may be the
+    thing that failed)."""
+    try:
+        with warehouse.connect() as conn:
+            rows = sync_status(conn, warehouse.table_schema())
+    except Exception as exc:  # the run's own error is what matters
+        context.log.warning(f"Imported Semesters not refreshed: {exc}")
+        return
+    context.log_event(imported_semesters(namespace.key("imported_semesters"), rows))

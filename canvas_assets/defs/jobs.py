@@ -1,18 +1,49 @@
-"""Jobs: the terms refresh and the per-semester sync that UI backfills and sensors launch."""
+"""Jobs: the terms refresh, the per-semester backfill (UI backfills, auto-import and the nightly
+reconciliation launch it), and the Live Events apply (see ``defs/apply.py``)."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from canvas_assets.defs.reporting import table_key
-from canvas_assets.tables import SEMESTER_TABLES, TERMS
+from canvas_assets.defs.apply import build_apply_job
+from canvas_assets.defs.namespace import Namespace
+from canvas_assets.settings import Settings
+from canvas_assets.tables import SEMESTER_TABLES, TERMS, TableSpec
 
-terms_sync_job = dg.define_asset_job(
-    "canvas_terms_sync",
-    selection=dg.AssetSelection.assets(table_key(TERMS.name)),
-    description="Refresh canvas/terms from Canvas.",
-)
+if TYPE_CHECKING:  # define_asset_job's return type is not exported by dagster
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
-semester_sync_job = dg.define_asset_job(
-    "canvas_semester_sync",
-    selection=dg.AssetSelection.assets(*(table_key(spec.name) for spec in SEMESTER_TABLES)),
-    description="Backfill one semester's tables from Canvas, or apply its Live Events.",
-)
+TERMS_JOB = "canvas_terms_sync"
+SEMESTER_JOB = "canvas_semester_sync"
+
+
+@dataclass(frozen=True)
+class Jobs:
+    terms: "UnresolvedAssetJobDefinition"
+    semester: "UnresolvedAssetJobDefinition"
+    apply: dg.JobDefinition
+
+    def all(self) -> list:
+        return [self.terms, self.semester, self.apply]
+
+
+def build_jobs(settings: Settings, tables: Sequence[TableSpec] = SEMESTER_TABLES) -> Jobs:
+    namespace = Namespace.of(settings)
+    return Jobs(
+        terms=dg.define_asset_job(
+            TERMS_JOB,
+            selection=dg.AssetSelection.assets(namespace.key(TERMS.name)),
+            description="Refresh the terms table from Canvas.",
+        ),
+        semester=dg.define_asset_job(
+            SEMESTER_JOB,
+            selection=dg.AssetSelection.assets(*(namespace.key(spec.name) for spec in tables)),
+            description="Backfill one semester's tables from Canvas.",
+            tags={"canvas-assets/source": "backfill"},
+        ),
+        apply=build_apply_job(settings, tables),
+    )

@@ -1,49 +1,106 @@
-"""What runs report to the Dagster UI: materialization metadata and pandera check results."""
-
-from __future__ import annotations
-
-from collections.abc import Iterator, Sequence
+"""What runs show in the Dagster UI, derived from the table registry: column schemas, table names,
+materialization metadata and previews."""
 
 import dagster as dg
 import pandas as pd
 
-from canvas_assets.tables import TableSpec, ValidationReport
+from canvas_assets.canvas.limiter import CanvasStats
+from canvas_assets.tables import TableSpec
+from canvas_assets.tables.models import BOOKKEEPING_COLUMNS, sql_type
+from canvas_assets.warehouse import WriteCounts
 
-KEY_PREFIX = "canvas"
-SCHEMA_CHECK = "pandera_schema"
+PARTITIONING = (
+    "Partitioned by semester: one partition per Canvas enrollment term (key: the term's SIS id, "
+    "or `term-<id>`). A backfill replaces a partition's rows; Live Events apply runs update the "
+    "courses they name; rows Canvas no longer returns keep their values and get deleted_at."
+)
 
 
-def table_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey([KEY_PREFIX, name])
+def column_schema(spec: TableSpec) -> dg.TableSchema:
+    """The warehouse table's columns: PostgreSQL types and what each holds (Element451 field)."""
+    fields = spec.model.to_schema().columns
+    columns = [
+        dg.TableColumn(name, sql_type(spec.model, name), description=fields[name].description)
+        for name in spec.columns
+    ]
+    columns += [
+        dg.TableColumn(name, kind, description=doc)
+        for name, (kind, doc) in BOOKKEEPING_COLUMNS.items()
+    ]
+    return dg.TableSchema(columns=columns)
+
+
+def definition_metadata(spec: TableSpec, schema: str) -> dict[str, object]:
+    return {
+        "dagster/column_schema": column_schema(spec),
+        "dagster/table_name": f"{schema}.{spec.name}",
+    }
 
 
 def preview(df: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
-    return dg.MetadataValue.md(df.head(rows).astype(str).to_markdown(index=False))
+    """The first rows as a markdown table; missing values are blank, not 'nan'."""
+    head = df.head(rows).astype(object)
+    return dg.MetadataValue.md(head.where(head.notna(), "").to_markdown(index=False))
 
 
-def check_results(
-    tables: Sequence[TableSpec], report: ValidationReport, raw: dict[str, pd.DataFrame]
-) -> Iterator[dg.AssetCheckResult]:
-    """One ``pandera_schema`` result per table."""
-    for spec in tables:
-        yield dg.AssetCheckResult(
-            asset_key=table_key(spec.name),
-            check_name=SCHEMA_CHECK,
-            passed=spec.name not in report.failures,
-            metadata={
-                "failed_checks": ", ".join(report.failed_checks(spec.name)) or "none",
-                "rows_checked": len(raw.get(spec.name, ())),
-            },
-        )
+def write_metadata(counts: WriteCounts, active_rows: int) -> dict[str, object]:
+    """A write's own counts, and the partition's rows once it committed."""
+    return {
+        "dagster/row_count": active_rows,
+        "rows_written": counts.rows,
+        "rows_inserted": counts.inserted,
+        "rows_updated": counts.updated,
+        "rows_removed": counts.removed,
+    }
 
 
-def check_specs(tables: Sequence[TableSpec]) -> list[dg.AssetCheckSpec]:
-    return [
-        dg.AssetCheckSpec(
-            SCHEMA_CHECK,
-            asset=table_key(spec.name),
-            description=f"pandera {spec.model.__name__}: dtypes, required columns, unique ids, "
-            "allowed states, ranges, dates, partition match and references.",
-        )
-        for spec in tables
+def request_metadata(spec: TableSpec, stats: CanvasStats) -> dict[str, int]:
+    """Canvas requests that read this table's objects, and the run's total."""
+    return {
+        "canvas_requests": stats.requests_for(spec.request_paths),
+        "canvas_requests_run_total": stats.requests,
+    }
+
+
+IMPORTED_SEMESTERS_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("semester", "string"),
+        dg.TableColumn("status", "string", description="added, syncing, synced or failed"),
+        dg.TableColumn("added", "string"),
+        dg.TableColumn("started", "string"),
+        dg.TableColumn("last sync completed", "string"),
+        dg.TableColumn("last error", "string"),
     ]
+)
+
+
+def _stamp(moment: object) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment is not None else ""
+
+
+def imported_semesters(key: dg.AssetKey, rows: list[dict]) -> dg.AssetMaterialization:
+    """The Imported Semesters card as a table on its asset, refreshed after each change."""
+    records = [
+        dg.TableRecord(
+            {
+                "semester": row["semester"],
+                "status": row["status"],
+                "added": _stamp(row["added_at"]),
+                "started": _stamp(row["started_at"]),
+                "last sync completed": _stamp(row["last_sync_completed_at"]),
+                "last error": (row["last_error"] or "")[:300],
+            }
+        )
+        for row in rows
+    ]
+    by_status: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    return dg.AssetMaterialization(
+        key,
+        metadata={
+            "imported_semesters": dg.MetadataValue.table(records, IMPORTED_SEMESTERS_SCHEMA),
+            "dagster/row_count": len(rows),
+            **{f"semesters_{status}": count for status, count in sorted(by_status.items())},
+        },
+    )

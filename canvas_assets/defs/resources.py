@@ -15,6 +15,7 @@ from canvas_assets.settings import (
     CANVAS_BASE_URL_ENV,
     QUEUE_URL_ENV,
     WAREHOUSE_URL_ENV,
+    SettingError,
     Settings,
 )
 from canvas_assets.warehouse import WarehouseResource
@@ -30,11 +31,16 @@ def canvas_resource(settings: Settings) -> CanvasResource:
 
 
 def warehouse_resource(settings: Settings) -> WarehouseResource:
-    # No URL means the embedded PostgreSQL under the state folder.
+    # No URL means the embedded PostgreSQL under the state folder, where that is allowed.
+    if not settings.warehouse_url_configured and not settings.embedded_warehouse:
+        raise SettingError(
+            "CANVAS_WAREHOUSE_URL is not set and CANVAS_EMBEDDED_WAREHOUSE=false: set "
+            "CANVAS_WAREHOUSE_URL to the warehouse's postgresql:// URL."
+        )
     return WarehouseResource(
         url=dg.EnvVar(WAREHOUSE_URL_ENV) if settings.warehouse_url_configured else None,
         schema_name=settings.warehouse_schema,
-        state_dir=str(settings.state_dir),
+        state_dir=str(settings.state_dir) if settings.state_dir else None,
     )
 
 

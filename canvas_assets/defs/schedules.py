@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from canvas_assets.defs.jobs import semester_sync_job
-from canvas_assets.defs.partitions import semester_partitions
+from canvas_assets.defs.assets import SOURCE_TAG
+from canvas_assets.defs.jobs import Jobs
+from canvas_assets.defs.namespace import Namespace
 from canvas_assets.settings import Settings
 from canvas_assets.warehouse import WarehouseResource
 from canvas_assets.warehouse.reads import term_dates
@@ -32,14 +33,17 @@ def current_semesters(
     )
 
 
-def build_reconciliation_schedule(settings: Settings) -> dg.ScheduleDefinition:
+def build_reconciliation_schedule(settings: Settings, jobs: Jobs) -> dg.ScheduleDefinition:
+    namespace = Namespace.of(settings)
+
     @dg.schedule(
         name="canvas_reconciliation",
         cron_schedule=settings.reconcile_cron,
-        job=semester_sync_job,
+        job=jobs.semester,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Re-backfills the current semesters (CANVAS_RECONCILE_CRON, nightly by "
-        "default) to heal Live Events that Canvas never delivered.",
+        "default) to heal Live Events that Canvas never delivered; each run reports the rows it "
+        "changed as drift_rows: what the event stream missed.",
     )
     def canvas_reconciliation(
         context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource
@@ -48,11 +52,18 @@ def build_reconciliation_schedule(settings: Settings) -> dg.ScheduleDefinition:
             terms = term_dates(conn, warehouse.table_schema())
         now = context.scheduled_execution_time or datetime.now(UTC)
         semesters = current_semesters(
-            terms, now, context.instance.get_dynamic_partitions(semester_partitions.name)
+            terms, now, context.instance.get_dynamic_partitions(namespace.partitions.name)
         )
         if not semesters:
             return dg.SkipReason("No current semesters to reconcile.")
         stamp = now.strftime("%Y-%m-%dT%H:%M")
-        return [dg.RunRequest(run_key=f"reconcile:{s}:{stamp}", partition_key=s) for s in semesters]
+        return [
+            dg.RunRequest(
+                run_key=f"reconcile:{s}:{stamp}",
+                partition_key=s,
+                tags={SOURCE_TAG: "reconciliation"},
+            )
+            for s in semesters
+        ]
 
     return canvas_reconciliation

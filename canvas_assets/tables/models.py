@@ -34,7 +34,9 @@ ENROLLMENT_TYPES = [
 TERM_STATES = ["active", "deleted"]
 
 _UTC = {"unit": "us", "tz": "UTC"}
-SEMESTER_DOC = "Partition key: the term's SIS id, or term-<Canvas id> for a term without one."
+# The PostgreSQL type where it is not the one its pandas dtype implies (see sql_type).
+INTEGER = {"sql_type": "integer"}
+SEMESTER_DOC = "Partition key: the term's SIS id, or `term-<Canvas id>` for a term without one."
 
 
 def _ends_after_start(df: pd.DataFrame, start: str, end: str) -> pd.Series:
@@ -80,11 +82,15 @@ class CourseFrame(Strict):
     )
     code: Series[str] = pa.Field(nullable=True, description="Element451 Code: Canvas course_code.")
     total_students: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Element451 Total Students: Canvas total_students."
+        nullable=True,
+        ge=0,
+        description="Element451 Total Students: Canvas total_students.",
+        metadata=INTEGER,
     )
     departments: Series[str] = pa.Field(
         description="Element451 Departments: JSON list of {institution_id, name} of the course's "
-        "Canvas account (account->id, account->name)."
+        "Canvas account (account->id, account->name).",
+        metadata={"sql_type": "jsonb"},
     )
     status: Series[str] = pa.Field(
         isin=COURSE_STATES, description="Element451 Status: Canvas workflow_state."
@@ -147,6 +153,7 @@ class SectionFrame(Strict):
         ge=0,
         description="Element451 Current Enrollments: the section's own active/invited students "
         "(Canvas total_students).",
+        metadata=INTEGER,
     )
     timezone: Series[str] = pa.Field(
         nullable=True, description="Element451 Timezone: course time_zone."
@@ -241,11 +248,41 @@ class UserFrame(Strict):
         nullable=True,
         description="Element451 user-sources-source-date: the date the user was created in "
         "Canvas (stable across re-syncs).",
+        metadata={"sql_type": "date"},
     )
 
 
 def columns(model: type[Strict]) -> list[str]:
     return list(model.to_schema().columns)
+
+
+_SQL_TYPES = {
+    "int64": "bigint",
+    "Int64": "bigint",
+    "str": "text",
+    "string": "text",
+    "string[python]": "text",
+    "float64": "double precision",
+    "datetime64[us, UTC]": "timestamp with time zone",
+}
+# Every warehouse table also has these, maintained by the writes.
+BOOKKEEPING_COLUMNS = {
+    "source_updated_at": (
+        "timestamp with time zone",
+        "When the row's data was true in Canvas (a backfill's fetch, an event's time).",
+    ),
+    "deleted_at": (
+        "timestamp with time zone",
+        "Set when Canvas no longer returns the object (or deleted it); null for active rows.",
+    ),
+}
+
+
+def sql_type(model: type[Strict], column: str) -> str:
+    """The column's PostgreSQL type, as information_schema names it."""
+    field = model.to_schema().columns[column]
+    declared = (field.metadata or {}).get("sql_type")
+    return declared or _SQL_TYPES[str(field.dtype)]
 
 
 def frame(model: type[Strict], rows: list[dict]) -> pd.DataFrame:

@@ -25,6 +25,7 @@ TERMS = TableSpec(
     name="terms",
     model=TermFrame,
     key=("institution_id",),
+    reads=("/accounts/:id/terms",),
     description="Canvas enrollment terms (semesters) of the institution, including the default "
     "term. Each term's `semester` is the key of its `semester` partition: the SIS term id, or "
     "`term-<id>` for a term without one.",
@@ -34,6 +35,7 @@ COURSES = TableSpec(
     name="courses",
     model=CourseFrame,
     rows=mapping.course_rows,
+    reads=("/accounts/:id/courses", "/courses/:id"),
     course_column="institution_id",
     upstream="terms",
     description="Canvas courses of one semester, mapped to Element451's Course fields: name, "
@@ -60,6 +62,7 @@ ENROLLMENTS = TableSpec(
         "/courses/{course_id}/enrollments",
         tuple(("state[]", state) for state in ENROLLMENT_STATES_FETCHED),
     ),
+    reads=("/accounts/:id/enrollments/:id",),
     course_column="course_id",
     references={"course_id": "courses", "section_id": "sections", "user_id": "users"},
     upstream="sections",
@@ -71,6 +74,7 @@ USERS = TableSpec(
     name="users",
     model=UserFrame,
     rows=mapping.user_rows,
+    reads=("/accounts/:id/users", "/users/:id"),
     kept_by=("enrollments", "user_id"),
     upstream="enrollments",
     description="The people enrolled in one semester, as Element451 student contacts: names, "

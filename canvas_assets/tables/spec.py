@@ -45,6 +45,10 @@ class PerCourse:
     def url(self, course_id: int) -> str:
         return self.path.format(course_id=course_id)
 
+    @property
+    def template(self) -> str:
+        return self.path.format(course_id=":id")
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -61,6 +65,8 @@ class TableSpec:
       active row of that table references it (a person with no enrollment left is removed).
     - ``references`` (column → table) are checked inside the partition by pandera.
     - ``upstream`` is the asset it follows in the lineage graph.
+    - ``reads`` are the Canvas paths (``/courses/:id``) that fetch its objects besides its
+      ``source``: the table's materializations report those requests.
     """
 
     name: str
@@ -73,7 +79,14 @@ class TableSpec:
     kept_by: tuple[str, str] | None = None
     references: Mapping[str, str] = field(default_factory=dict)
     upstream: str | None = None
+    reads: tuple[str, ...] = ()
 
     @property
     def columns(self) -> list[str]:
         return list(self.model.to_schema().columns)
+
+    @property
+    def request_paths(self) -> tuple[str, ...]:
+        """Every Canvas path template whose requests read this table's objects."""
+        own = (self.source.template,) if self.source is not None else ()
+        return own + self.reads

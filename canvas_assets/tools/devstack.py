@@ -1,153 +1,171 @@
-"""`canvas-assets dev`: start every piece the user has not configured, then `dagster dev`.
+"""`canvas-assets dev`: start every piece the user has not configured, then Dagster in its
+production shape: a gRPC code server per code location, the webserver and the daemon.
 
-Pieces: embedded PostgreSQL (unless CANVAS_WAREHOUSE_URL), a local SQS from moto's server mode
-with a ``canvas-live-events-dev`` queue (unless CANVAS_LIVE_EVENTS_QUEUE_URL), the Canvas sandbox
-and its change driver (unless CANVAS_BASE_URL), and the Dagster webserver + daemon with the
-instance stored in PostgreSQL. A lock file in the state folder stops a second copy from sharing
-the same state; Ctrl-C stops every child.
+Pieces (``tools/local_pieces.py``): embedded PostgreSQL (unless CANVAS_WAREHOUSE_URL), a local SQS
+from moto's server mode (unless CANVAS_LIVE_EVENTS_QUEUE_URL), and the Canvas sandbox with its
+change driver (unless CANVAS_BASE_URL). With ``--institutions north,south`` the stack serves one
+sandbox institution per name, each its own code location with its own queue and schema, in one
+Dagster instance and one PostgreSQL.
 
-The children get the environment with the pieces' addresses added: it is how Dagster's own
-processes learn them.
+State lives in one folder: CANVAS_ASSETS_HOME (or ``--home``) when given, else ``.canvas-assets``
+in the canvas-assets project folder around the current directory; started anywhere else, the
+command refuses rather than start a second stack. A lock file stops a second copy from sharing
+the folder; each sandbox's institution is saved there, so after a restart Canvas and the
+warehouse still agree. Ctrl-C stops every child.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from canvas_assets.settings import Settings
-from canvas_assets.tools.processes import (
-    DevStackError,
-    exclusive_lock,
-    free_port,
-    stop_process_group,
-    wait_until_ready,
+from canvas_assets.tools import dagster_services as dagster
+from canvas_assets.tools.local_pieces import (
+    SANDBOX_TOKEN,
+    start_postgres,
+    start_sandbox,
+    start_sqs,
 )
-from canvas_assets.warehouse.embedded import (
-    DAGSTER_DATABASE,
-    WAREHOUSE_DATABASE,
-    embedded_server,
-    ensure_database,
-    redact_url,
-)
+from canvas_assets.tools.processes import DevStackError, exclusive_lock, wait_until_ready
 
-SANDBOX_TOKEN = "sandbox-token"
 DEV_QUEUE_NAME = "canvas-live-events-dev"
-LOCAL_SQS_CREDENTIALS = {"aws_access_key_id": "local-sqs", "aws_secret_access_key": "local-sqs"}
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+STATE_FOLDER = ".canvas-assets"
+LOCATION = "canvas_assets"
+# What only code servers (and the runs they launch) get: the webserver and the daemon never see
+# a Canvas token, the warehouse URL or AWS credentials.
+CODE_ONLY = (
+    "CANVAS_INSTITUTION", "CANVAS_BASE_URL", "CANVAS_API_TOKEN", "CANVAS_ACCOUNT_ID",
+    "CANVAS_WAREHOUSE_URL", "CANVAS_LIVE_EVENTS_QUEUE_URL", "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+)  # fmt: skip
+# Written to <state>/dev.env for Dagster's own CLI (never a secret the user configured).
+DEV_ENV_NAMES = (
+    "DAGSTER_HOME", "CANVAS_ASSETS_HOME", "CANVAS_DAGSTER_PG_URL", "CANVAS_WAREHOUSE_URL",
+    "CANVAS_BASE_URL", "CANVAS_API_TOKEN", "CANVAS_LIVE_EVENTS_QUEUE_URL", "AWS_ENDPOINT_URL_SQS",
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+)  # fmt: skip
 
-__all__ = ["DevStackError", "dagster_storage_url", "run_dev"]
-
-
-def dagster_storage_url(url: str) -> str:
-    """dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for a bare
-    postgresql:// URL, and Dagster's NOTIFY statements fail under it."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url[len(prefix) :]
-    return url
-
-
-def dagster_yaml_source() -> Path:
-    for candidate in (Path.cwd() / "dagster.yaml", PROJECT_ROOT / "dagster.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise DevStackError("dagster.yaml not found in the current folder or the project root.")
+__all__ = ["DevStackError", "reset_state", "run_dev", "state_folder"]
 
 
-def _start_postgres(env: dict[str, str], home: Path) -> None:
-    """The warehouse and the Dagster instance: CANVAS_WAREHOUSE_URL, or embedded PostgreSQL."""
-    if env.get("CANVAS_WAREHOUSE_URL"):
-        print(f"warehouse: {redact_url(env['CANVAS_WAREHOUSE_URL'])} (CANVAS_WAREHOUSE_URL)")
-        env.setdefault("CANVAS_DAGSTER_PG_URL", env["CANVAS_WAREHOUSE_URL"])
-    else:
-        server = embedded_server(home / "postgres")
-        ensure_database(server.get_uri(), WAREHOUSE_DATABASE)
-        ensure_database(server.get_uri(), DAGSTER_DATABASE)
-        env["CANVAS_WAREHOUSE_URL"] = server.get_uri(WAREHOUSE_DATABASE)
-        env.setdefault("CANVAS_DAGSTER_PG_URL", server.get_uri(DAGSTER_DATABASE))
-        print(f"warehouse: embedded PostgreSQL in {home / 'postgres'}")
-    env["CANVAS_DAGSTER_PG_URL"] = dagster_storage_url(env["CANVAS_DAGSTER_PG_URL"])
+@dataclass
+class Site:
+    """One institution of the stack: its code location and the variables only it gets."""
+
+    location: str
+    env: dict[str, str] = field(default_factory=dict)
 
 
-def _start_sqs(env: dict[str, str], stack: contextlib.ExitStack):
-    """A moto SQS server with the dev queue, unless CANVAS_LIVE_EVENTS_QUEUE_URL is set; returns
-    a client for the local queue (None for a real one: the sandbox publishes only locally)."""
-    if env.get("CANVAS_LIVE_EVENTS_QUEUE_URL"):
-        print(f"live events queue: {env['CANVAS_LIVE_EVENTS_QUEUE_URL']}")
-        return None
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    # moto's werkzeug server logs every request; the stack's console is for the user.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    stack.callback(server.stop)
-    env["AWS_ENDPOINT_URL_SQS"] = f"http://127.0.0.1:{port}"
-    env.setdefault("AWS_REGION", "us-east-1")
-    env.setdefault("AWS_DEFAULT_REGION", env["AWS_REGION"])
-    # moto accepts any credentials; real ones must never be sent to it.
-    env["AWS_ACCESS_KEY_ID"] = LOCAL_SQS_CREDENTIALS["aws_access_key_id"]
-    env["AWS_SECRET_ACCESS_KEY"] = LOCAL_SQS_CREDENTIALS["aws_secret_access_key"]
-    client = boto3.client(
-        "sqs",
-        endpoint_url=env["AWS_ENDPOINT_URL_SQS"],
-        region_name=env["AWS_REGION"],
-        **LOCAL_SQS_CREDENTIALS,
-    )
-    env["CANVAS_LIVE_EVENTS_QUEUE_URL"] = client.create_queue(QueueName=DEV_QUEUE_NAME)["QueueUrl"]
-    print(f"live events queue: {env['CANVAS_LIVE_EVENTS_QUEUE_URL']}")
-    return client
+def project_root(start: Path) -> Path | None:
+    """The canvas-assets project folder holding ``start`` (its pyproject.toml names it)."""
+    for folder in (start, *start.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            with contextlib.suppress(tomllib.TOMLDecodeError, OSError):
+                if tomllib.loads(pyproject.read_text()).get("project", {}).get("name") == (
+                    "canvas-assets"
+                ):
+                    return folder
+    return None
 
 
-def _start_canvas(
-    env: dict[str, str], stack: contextlib.ExitStack, size: str, change_interval: float, sqs
-) -> None:
-    """The Canvas sandbox and its change driver, unless CANVAS_BASE_URL is set."""
+def state_folder(settings: Settings, home: Path | None, cwd: Path) -> Path:
+    """Where the stack keeps its state; see the module docstring for the rule."""
+    if home is not None:
+        return home.expanduser().resolve()
+    if settings.state_dir is not None:
+        return settings.state_dir
+    root = project_root(cwd)
+    if root is None:
+        raise DevStackError(
+            f"{cwd} is not inside the canvas-assets project folder, where the local stack keeps "
+            f"its state ({STATE_FOLDER}/). Run the command there, or give the stack a state "
+            "folder of its own with --home DIR or CANVAS_ASSETS_HOME."
+        )
+    return root / STATE_FOLDER
+
+
+def _single_site(env: dict[str, str], home: Path, stack, size: str, interval: float) -> Site:
+    """One code location: the user's Canvas and queue where configured, else local ones."""
+    site = Site(LOCATION, {k: env[k] for k in CODE_ONLY if k in env})
+    client = None
+    if not env.get("CANVAS_LIVE_EVENTS_QUEUE_URL"):
+        client = start_sqs(env, stack)
+        queue = client.create_queue(QueueName=DEV_QUEUE_NAME)["QueueUrl"]
+        site.env["CANVAS_LIVE_EVENTS_QUEUE_URL"] = queue
+    print(f"live events queue: {site.env['CANVAS_LIVE_EVENTS_QUEUE_URL']}")
     if env.get("CANVAS_BASE_URL"):
         print(f"canvas: {env['CANVAS_BASE_URL']} (CANVAS_BASE_URL)")
-        return
-    from canvas_assets.sandbox import ChangeDriver, SandboxServer, generate_institution
+        return site
+    changes = (client, site.env["CANVAS_LIVE_EVENTS_QUEUE_URL"], interval) if client else None
+    url = start_sandbox(home / f"sandbox-{size}.pickle", size, 0, stack, changes)
+    site.env.update(CANVAS_BASE_URL=url, CANVAS_API_TOKEN=SANDBOX_TOKEN, CANVAS_ACCOUNT_ID="self")
+    return site
 
-    institution = generate_institution(size, seed=0)
-    sandbox = SandboxServer(institution, token=SANDBOX_TOKEN, port=free_port()).start()
-    stack.callback(sandbox.stop)
-    env.update(
-        CANVAS_BASE_URL=sandbox.url, CANVAS_API_TOKEN=SANDBOX_TOKEN, CANVAS_ACCOUNT_ID="self"
-    )
-    if sqs is not None:
-        queue_url = env["CANVAS_LIVE_EVENTS_QUEUE_URL"]
-        driver = ChangeDriver(institution, sqs, queue_url, seed=0, follow_wall_clock=True)
-        driver.start_background(change_interval)
-        stack.callback(driver.stop)
-    print(f"canvas: sandbox ({size}) at {sandbox.url}, token {SANDBOX_TOKEN}")
+
+def _institution_sites(
+    env: dict[str, str], names: list[str], home: Path, stack, size: str, interval: float
+) -> list[Site]:
+    """A sandbox institution, queue and code location per name (schema canvas_<name>)."""
+    configured = [k for k in ("CANVAS_BASE_URL", "CANVAS_LIVE_EVENTS_QUEUE_URL") if env.get(k)]
+    if configured:
+        raise DevStackError(
+            f"--institutions serves sandbox institutions; unset {', '.join(configured)} (or run "
+            "one institution per stack against real services)."
+        )
+    client = start_sqs(env, stack)
+    sites = []
+    for seed, name in enumerate(names):
+        queue = client.create_queue(QueueName=f"canvas-live-events-{name}")["QueueUrl"]
+        path = home / f"sandbox-{size}-{name}.pickle"
+        url = start_sandbox(path, size, seed, stack, (client, queue, interval))
+        sites.append(
+            Site(
+                f"canvas_{name}",
+                {
+                    "CANVAS_INSTITUTION": name,
+                    "CANVAS_BASE_URL": url,
+                    "CANVAS_API_TOKEN": SANDBOX_TOKEN,
+                    "CANVAS_ACCOUNT_ID": "self",
+                    "CANVAS_LIVE_EVENTS_QUEUE_URL": queue,
+                },
+            )
+        )
+        print(f"institution {name}: queue {queue}, schema canvas_{name}")
+    return sites
+
+
+def _write_dev_env(env: dict[str, str], home: Path, stack: contextlib.ExitStack) -> None:
+    """``<state>/dev.env``: the stack's addresses, for Dagster's CLI in another terminal."""
+    started = {name: env[name] for name in DEV_ENV_NAMES if name in env}
+    if os.environ.get("CANVAS_API_TOKEN"):
+        started.pop("CANVAS_API_TOKEN", None)  # the user's own token is never written
+    if os.environ.get("CANVAS_WAREHOUSE_URL"):
+        started.pop("CANVAS_WAREHOUSE_URL", None)
+        started.pop("CANVAS_DAGSTER_PG_URL", None)
+    path = home / "dev.env"
+    path.write_text("".join(f"{name}={value}\n" for name, value in started.items()))
+    stack.callback(path.unlink, missing_ok=True)
 
 
 def _start_dagster(
-    env: dict[str, str], home: Path, ui_port: int, stack: contextlib.ExitStack
+    env: dict[str, str], sites: list[Site], home: Path, ui_port: int, stack
 ) -> tuple[subprocess.Popen, int]:
-    """`dagster dev` (webserver + daemon) in its own process group, instance in PostgreSQL."""
-    dagster_home = home / "dagster_home"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(dagster_yaml_source(), dagster_home / "dagster.yaml")
-    env["DAGSTER_HOME"] = str(dagster_home)
-    port = free_port(ui_port)
-    command = [
-        sys.executable, "-m", "dagster", "dev",
-        "-m", "canvas_assets.definitions",
-        "-h", "127.0.0.1", "-p", str(port),
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, env=env, start_new_session=True)
-    stack.callback(stop_process_group, proc)
+    env["DAGSTER_HOME"] = str(dagster.write_instance(home))
+    servers = [dagster.start_code_server(s.location, {**env, **s.env}, stack) for s in sites]
+    dagster.wait_for_code_servers(servers, env)
+    workspace = dagster.write_workspace(home, servers)
+    services_env = {k: v for k, v in env.items() if k not in CODE_ONLY}
+    proc, port = dagster.start_webserver_and_daemon(services_env, workspace, ui_port, stack)
     print(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)", flush=True)
     return proc, port
 
@@ -177,16 +195,33 @@ def _serve(proc: subprocess.Popen, port: int, exit_when_ready: bool) -> int:
 def run_dev(
     settings: Settings,
     *,
+    home: Path | None = None,
     size: str = "medium",
     ui_port: int = 3000,
     change_interval_seconds: float = 15.0,
+    institutions: list[str] | None = None,
 ) -> int:
-    home = settings.state_dir
+    folder = state_folder(settings, home, Path.cwd())
     env = dict(os.environ)
-    env["CANVAS_ASSETS_HOME"] = str(home)
-    with exclusive_lock(home / "dev.lock"), contextlib.ExitStack() as stack:
-        _start_postgres(env, home)
-        sqs = _start_sqs(env, stack)
-        _start_canvas(env, stack, size, change_interval_seconds, sqs)
-        proc, port = _start_dagster(env, home, ui_port, stack)
+    env["CANVAS_ASSETS_HOME"] = str(folder)
+    print(f"state folder: {folder}")
+    with exclusive_lock(folder / "dev.lock"), contextlib.ExitStack() as stack:
+        start_postgres(env, folder)
+        if institutions:
+            sites = _institution_sites(
+                env, institutions, folder, stack, size, change_interval_seconds
+            )
+        else:
+            sites = [_single_site(env, folder, stack, size, change_interval_seconds)]
+        proc, port = _start_dagster(env, sites, folder, ui_port, stack)
+        _write_dev_env({**env, **sites[0].env}, folder, stack)
         return _serve(proc, port, settings.dev_exit_when_ready)
+
+
+def reset_state(settings: Settings, home: Path | None) -> Path:
+    """Delete a stopped stack's state folder: tables, Dagster history, the saved sandbox."""
+    folder = state_folder(settings, home, Path.cwd())
+    if folder.exists():
+        with exclusive_lock(folder / "dev.lock"):  # refuses while a stack runs there
+            shutil.rmtree(folder)
+    return folder

@@ -67,15 +67,16 @@ def _group_alive(pgid: int) -> bool:
 
 
 def stop_process_group(proc: subprocess.Popen, grace_seconds: float = 30.0) -> None:
-    """Ctrl-C for `dagster dev` and everything it started (webserver, daemon, code server, run
-    workers); whatever is still alive after the grace period is killed."""
+    """Stop a Dagster process and everything it started (code server, run workers): SIGTERM,
+    which each handles as a shutdown (run workers record the interruption); whatever is still
+    alive after the grace period is killed."""
     deadline = time.monotonic() + grace_seconds
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace_seconds)
-    # Run workers can outlive `dagster dev` for a moment while they record the interruption.
+    # Run workers can outlive their parent for a moment while they record the interruption.
     while _group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):

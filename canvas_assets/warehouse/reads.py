@@ -25,3 +25,33 @@ def imported_semesters(conn: psycopg.Connection, schema: str) -> set[str]:
             sql.SQL("SELECT semester FROM {}.semester_sync_status").format(sql.Identifier(schema))
         )
     }
+
+
+def active_rows(
+    conn: psycopg.Connection, schema: str, tables: list[str], semester: str | None = None
+) -> dict[str, int]:
+    """Rows not marked deleted, per table (of one semester, when given)."""
+    counts = {}
+    for table in tables:
+        query = sql.SQL("SELECT count(*) FROM {}.{} WHERE deleted_at IS NULL").format(
+            sql.Identifier(schema), sql.Identifier(table)
+        )
+        if semester is not None:
+            query = query + sql.SQL(" AND semester = %s")
+        row = conn.execute(query, (semester,) if semester is not None else ()).fetchone()
+        counts[table] = int(row[0]) if row else 0
+    return counts
+
+
+STATUS_COLUMNS = ("semester", "status", "added_at", "started_at", "last_sync_completed_at")
+
+
+def sync_status(conn: psycopg.Connection, schema: str) -> list[dict]:
+    """The Imported Semesters card: one row per semester, newest term first."""
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(
+            sql.SQL(
+                "SELECT semester, status, added_at, started_at, last_sync_completed_at, "
+                "last_error FROM {}.semester_sync_status ORDER BY semester DESC"
+            ).format(sql.Identifier(schema))
+        ).fetchall()

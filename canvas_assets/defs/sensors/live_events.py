@@ -4,17 +4,20 @@ The tick is thin: ``poll_queue`` and ``route_pending`` (in ``live_events``) do t
 ``live_event_run_requests`` decides which apply runs to request (retries included).
 """
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from canvas_assets.canvas import CanvasResource
-from canvas_assets.defs.assets import LIVE_EVENTS_KEY, LIVE_EVENTS_RUN_CONFIG
-from canvas_assets.defs.jobs import semester_sync_job
-from canvas_assets.defs.partitions import semester_partitions
-from canvas_assets.live_events.poll import poll_queue
+from canvas_assets.defs.apply import APPLY_JOB
+from canvas_assets.defs.checks import stream_evaluations
+from canvas_assets.defs.namespace import Namespace
+from canvas_assets.live_events.health import stream_health
+from canvas_assets.live_events.poll import PollResult, poll_queue
 from canvas_assets.live_events.route import RouteResult, route_pending
 from canvas_assets.live_events.sqs import SQSQueueResource
 from canvas_assets.live_events.store import pending_semesters
@@ -22,7 +25,7 @@ from canvas_assets.settings import Settings
 from canvas_assets.warehouse import WarehouseResource
 
 ROUTING_DEADLINE_SECONDS = 35.0  # no routing look-up starts later; each fails within seconds
-LIVE_EVENTS_RUN_TAG = "canvas-assets/source"
+HEALTH_EVERY_SECONDS = 300.0  # stream checks are reported this often, or when one changes
 RETRY_FIRST_DELAY_SECONDS = 30.0
 RETRY_MAX_DELAY_SECONDS = 1800.0
 APPLY_MAX_RUNTIME_SECONDS = 3600  # run monitoring ends an apply run that hangs longer
@@ -80,14 +83,28 @@ def _apply_run_key(semester: str, seq: int, runs: list[ApplyRun], now: float) ->
     return f"{base}:retry-{number + 1}"
 
 
+def apply_run_config(settings: Settings) -> dict:
+    """Run config of an apply run: keep applying for the configured window."""
+    return {
+        "ops": {
+            "apply_live_events": {
+                "config": {"window_seconds": settings.apply_run_window_seconds, "idle_seconds": 60}
+            }
+        }
+    }
+
+
 def live_event_run_requests(
     pending: dict[str, int],
     recent_runs: dict[str, list[ApplyRun]] | None = None,
     now: float | None = None,
+    settings: Settings | None = None,
 ) -> list[dg.RunRequest]:
     """One apply run per semester with pending events; its key names the newest pending event,
     so a tick that finds the same events does not launch a second run. ``recent_runs`` lists
     each semester's earlier apply runs, newest first."""
+    settings = settings or Settings()
+    namespace = Namespace.of(settings)
     recent_runs = recent_runs or {}
     now = time.time() if now is None else now
     requests = []
@@ -99,10 +116,10 @@ def live_event_run_requests(
             dg.RunRequest(
                 run_key=run_key,
                 partition_key=semester,
-                job_name=semester_sync_job.name,
-                run_config=LIVE_EVENTS_RUN_CONFIG,
+                job_name=APPLY_JOB,
+                run_config=apply_run_config(settings),
                 tags={
-                    LIVE_EVENTS_RUN_TAG: "live_events",
+                    **namespace.apply_tag(semester),
                     "dagster/max_runtime": str(APPLY_MAX_RUNTIME_SECONDS),
                 },
             )
@@ -115,16 +132,14 @@ _FINISHED = _FAILED | {dg.DagsterRunStatus.SUCCESS}
 
 
 def recent_apply_runs(
-    instance: dg.DagsterInstance, semesters: Iterable[str]
+    instance: dg.DagsterInstance, semesters: Iterable[str], settings: Settings | None = None
 ) -> dict[str, list[ApplyRun]]:
     """Each semester's latest Live Events apply runs, newest first, as ``ApplyRun``s."""
+    namespace = Namespace.of(settings or Settings())
     found: dict[str, list[ApplyRun]] = {}
     for semester in semesters:
         records = instance.get_run_records(
-            filters=dg.RunsFilter(
-                tags={LIVE_EVENTS_RUN_TAG: "live_events", "dagster/partition": semester}
-            ),
-            limit=20,
+            filters=dg.RunsFilter(tags=namespace.apply_tag(semester)), limit=20
         )
         found[semester] = [
             ApplyRun(
@@ -139,14 +154,60 @@ def recent_apply_runs(
     return found
 
 
+def tick_message(
+    polled: PollResult, routed: RouteResult, requested: list[str], waiting: list[str]
+) -> str:
+    """What one tick did, in a line: the tick's message in the UI and its log."""
+    runs = [f"requested {', '.join(requested)}"] if requested else []
+    if waiting:
+        runs.append(f"{', '.join(waiting)} applied by an open run (or retried later)")
+    return f"{polled.summary()}; {routed.summary()}; {'; '.join(runs) or 'nothing to apply'}."
+
+
+def health_due(cursor: str | None, outcomes: list[bool], now: float) -> bool:
+    """Report the stream checks when one changed, or every HEALTH_EVERY_SECONDS."""
+    if not cursor:
+        return True
+    last = json.loads(cursor)
+    return last.get("outcomes") != outcomes or now - last.get("at", 0) >= HEALTH_EVERY_SECONDS
+
+
+def _land_and_route(context, sqs, warehouse, canvas, settings, namespace):
+    """Poll the queue, route what landed; returns the tick's results and pending semesters."""
+    schema = warehouse.table_schema()
+    deadline = time.monotonic() + ROUTING_DEADLINE_SECONDS
+    # Routing's look-ups must fit in the tick: short timeouts, one retry.
+    fail_fast = {"timeout_seconds": 5, "max_retries": 1, "max_throttle_retries": 1}
+    with warehouse.connect() as conn, canvas.session(context.log, **fail_fast) as session:
+        polled = poll_queue(sqs, sqs.client(), conn, schema)
+        if polled.warehouse_error:  # the connection is gone: the next tick starts afresh
+            return polled, RouteResult(), {}, None
+        try:
+            routed = route_pending(
+                conn, schema, session, settings.target_semesters, deadline=deadline
+            )
+        except Exception:
+            # Landed events are safe; routing is retried next tick. Apply runs for events
+            # routed earlier must still be requested.
+            context.log.exception("Routing landed Live Events failed; retrying next tick.")
+            routed = RouteResult()
+        partitions = set(context.instance.get_dynamic_partitions(namespace.partitions.name))
+        pending = pending_semesters(conn, schema, partitions)
+        health = stream_health(conn, schema, datetime.now(UTC))
+    return polled, routed, pending, health
+
+
 def build_live_events_sensor(settings: Settings) -> dg.SensorDefinition:
+    namespace = Namespace.of(settings)
+
     @dg.sensor(
         name="canvas_live_events",
         description="Lands Canvas Live Events from CANVAS_LIVE_EVENTS_QUEUE_URL into PostgreSQL, "
-        "deletes them from SQS once stored, and requests an apply run per affected semester.",
+        "deletes them from SQS once stored, routes them to semesters, requests an apply run per "
+        "affected semester, and reports the stream's health checks.",
         minimum_interval_seconds=settings.live_events_sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        jobs=[semester_sync_job],
+        job_name=APPLY_JOB,
     )
     def canvas_live_events(
         context: dg.SensorEvaluationContext,
@@ -155,34 +216,28 @@ def build_live_events_sensor(settings: Settings) -> dg.SensorDefinition:
         canvas: CanvasResource,
     ) -> dg.SensorResult | dg.SkipReason:
         if not sqs.queue_url:
-            return dg.SkipReason("CANVAS_LIVE_EVENTS_QUEUE_URL is not set.")
-        schema = warehouse.table_schema()
-        deadline = time.monotonic() + ROUTING_DEADLINE_SECONDS
-        # Routing's look-ups must fit in the tick: short timeouts, one retry.
-        fail_fast = {"timeout_seconds": 5, "max_retries": 1, "max_throttle_retries": 1}
-        with warehouse.connect() as conn, canvas.session(context.log, **fail_fast) as session:
-            polled = poll_queue(sqs, sqs.client(), conn, schema)
-            try:
-                routed = route_pending(
-                    conn, schema, session, settings.target_semesters, deadline=deadline
-                )
-            except Exception:
-                # Landed events are safe; routing is retried next tick. Apply runs for events
-                # routed earlier must still be requested.
-                context.log.exception("Routing landed Live Events failed; retrying next tick.")
-                routed = RouteResult()
-            partitions = set(context.instance.get_dynamic_partitions(semester_partitions.name))
-            pending = pending_semesters(conn, schema, partitions)
-        asset_events = []
+            return dg.SkipReason("CANVAS_LIVE_EVENTS_QUEUE_URL is not set: no queue to follow.")
+        polled, routed, pending, health = _land_and_route(
+            context, sqs, warehouse, canvas, settings, namespace
+        )
+        recent = recent_apply_runs(context.instance, pending, settings)
+        runs = live_event_run_requests(pending, recent, settings=settings)
+        requested = [r.partition_key or "" for r in runs]
+        waiting = sorted(set(pending) - set(requested))
+        message = tick_message(polled, routed, requested, waiting)
+        context.log.info(message)
+        events: list = []
         if polled.received:
-            asset_events.append(
-                dg.AssetMaterialization(
-                    LIVE_EVENTS_KEY, metadata={**polled.as_dict(), **routed.as_dict()}
-                )
-            )
-        runs = live_event_run_requests(pending, recent_apply_runs(context.instance, pending))
-        if not runs and not asset_events:
-            return dg.SkipReason("No Live Events waiting.")
-        return dg.SensorResult(run_requests=runs, asset_events=asset_events)
+            metadata = {**polled.as_dict(), **routed.as_dict()}
+            events.append(dg.AssetMaterialization(namespace.key("live_events"), metadata=metadata))
+        checks = stream_evaluations(namespace, settings, health) if health else []
+        outcomes = [check.passed for check in checks]
+        cursor = context.cursor
+        if checks and health_due(context.cursor, outcomes, time.time()):
+            events += checks
+            cursor = json.dumps({"outcomes": outcomes, "at": time.time()})
+        if runs:
+            return dg.SensorResult(run_requests=runs, asset_events=events, cursor=cursor)
+        return dg.SensorResult(skip_reason=message, asset_events=events, cursor=cursor)
 
     return canvas_live_events

@@ -1,0 +1,134 @@
+"""The pieces `canvas-assets dev` starts when the user has not configured real ones: an embedded
+PostgreSQL, a local SQS (moto's server mode) and Canvas sandboxes whose institutions are saved in
+the state folder after every change."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import pickle
+import threading
+from dataclasses import fields
+from pathlib import Path
+
+from canvas_assets.tools.processes import free_port
+from canvas_assets.warehouse.embedded import (
+    DAGSTER_DATABASE,
+    WAREHOUSE_DATABASE,
+    embedded_server,
+    ensure_database,
+    redact_url,
+)
+
+SANDBOX_TOKEN = "sandbox-token"
+LOCAL_SQS_CREDENTIALS = {"aws_access_key_id": "local-sqs", "aws_secret_access_key": "local-sqs"}
+log = logging.getLogger(__name__)
+
+
+def start_postgres(env: dict[str, str], home: Path) -> None:
+    """The warehouse and the Dagster instance: CANVAS_WAREHOUSE_URL, or embedded PostgreSQL."""
+    if env.get("CANVAS_WAREHOUSE_URL"):
+        print(f"warehouse: {redact_url(env['CANVAS_WAREHOUSE_URL'])} (CANVAS_WAREHOUSE_URL)")
+        env.setdefault("CANVAS_DAGSTER_PG_URL", env["CANVAS_WAREHOUSE_URL"])
+        return
+    server = embedded_server(home / "postgres")
+    ensure_database(server.get_uri(), WAREHOUSE_DATABASE)
+    ensure_database(server.get_uri(), DAGSTER_DATABASE)
+    env["CANVAS_WAREHOUSE_URL"] = server.get_uri(WAREHOUSE_DATABASE)
+    env.setdefault("CANVAS_DAGSTER_PG_URL", server.get_uri(DAGSTER_DATABASE))
+    print(f"warehouse: embedded PostgreSQL in {home / 'postgres'}")
+
+
+def start_sqs(env: dict[str, str], stack: contextlib.ExitStack):
+    """A moto SQS server; its address and (throwaway) credentials go into ``env``. Returns a
+    client for creating queues and publishing the sandbox's events."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    # moto's werkzeug server logs every request; the stack's console is for the user.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    stack.callback(server.stop)
+    env["AWS_ENDPOINT_URL_SQS"] = f"http://127.0.0.1:{port}"
+    env.setdefault("AWS_REGION", "us-east-1")
+    env.setdefault("AWS_DEFAULT_REGION", env["AWS_REGION"])
+    # moto accepts any credentials; real ones must never be sent to it.
+    env["AWS_ACCESS_KEY_ID"] = LOCAL_SQS_CREDENTIALS["aws_access_key_id"]
+    env["AWS_SECRET_ACCESS_KEY"] = LOCAL_SQS_CREDENTIALS["aws_secret_access_key"]
+    return boto3.client(
+        "sqs",
+        endpoint_url=env["AWS_ENDPOINT_URL_SQS"],
+        region_name=env["AWS_REGION"],
+        **LOCAL_SQS_CREDENTIALS,
+    )
+
+
+def load_institution(path: Path, size: str, seed: int = 0):
+    """The sandbox's institution as the last session left it (True), or a new one (False)."""
+    from canvas_assets.sandbox import Institution, generate_institution
+
+    if path.is_file():
+        with path.open("rb") as handle:
+            saved = pickle.load(handle)
+        if saved.get("size") == size:
+            return Institution(**saved["fields"]), True
+    return generate_institution(size, seed=seed), False
+
+
+def save_institution(institution, path: Path, size: str) -> None:
+    """Write the institution atomically (the lock is not state)."""
+    with institution.lock:
+        state = {f.name: getattr(institution, f.name) for f in fields(institution)}
+        state.pop("lock")
+        data = pickle.dumps({"size": size, "fields": state})
+    partial = path.with_suffix(".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+def _drive_changes(institution, driver, path: Path, size: str, interval: float, stop) -> None:
+    """Change the institution every ``interval`` seconds and save it after each change."""
+    while not stop.wait(interval):
+        try:
+            driver.step()
+            save_institution(institution, path, size)
+        except Exception:  # keep the dev stack alive; the next step may succeed
+            log.exception("sandbox change step failed")
+
+
+def start_sandbox(
+    path: Path,
+    size: str,
+    seed: int,
+    stack: contextlib.ExitStack,
+    changes: tuple | None = None,
+) -> str:
+    """Serve the institution saved at ``path`` (or a new one); with ``changes`` = (SQS client,
+    queue URL, seconds), change it and publish its Live Events. Returns the sandbox's URL."""
+    from canvas_assets.sandbox import ChangeDriver, SandboxServer
+
+    institution, restored = load_institution(path, size, seed)
+    save_institution(institution, path, size)
+    sandbox = SandboxServer(institution, token=SANDBOX_TOKEN, port=free_port()).start()
+    stack.callback(sandbox.stop)
+    if changes is not None:
+        client, queue_url, interval = changes
+        # A new seed per session, so a restart does not replay the same changes.
+        driver = ChangeDriver(
+            institution, client, queue_url, seed=seed + institution.version, follow_wall_clock=True
+        )
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=_drive_changes,
+            args=(institution, driver, path, size, interval, stop),
+            daemon=True,
+            name=f"sandbox-changes-{path.stem}",
+        )
+        thread.start()
+        stack.callback(thread.join, 10)
+        stack.callback(stop.set)
+    state = f"restored from {path.name}" if restored else "newly generated"
+    print(f"canvas: sandbox ({size}, {state}) at {sandbox.url}, token {SANDBOX_TOKEN}")
+    return sandbox.url
