@@ -24,8 +24,15 @@ from canvas_assets.tables import SEMESTER_TABLES
 PHASES = re.compile(
     r"Semester (\S+) phases: ((?:\w+ [\d.]+ s(?:, )?)+) \(Canvas: (\d+) requests, (\d+) throttled\)"
 )
-STEP = re.compile(r'Finished execution of step "canvas_semester_tables" in ([\d.]+)(ms|s|m)')
-UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+# Dagster writes a step's duration as "850ms", "5.4s", "1m56s" or "1h1m".
+STEP = re.compile(
+    r'Finished execution of step "canvas_semester_tables" in ((?:[\d.]+(?:ms|h|m|s))+)'
+)
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(duration: str) -> float:
+    return sum(float(n) * UNITS[u] for n, u in re.findall(r"([\d.]+)(ms|h|m|s)", duration))
 
 
 def main(semester: str) -> None:
@@ -46,7 +53,7 @@ def main(semester: str) -> None:
     result = {
         "ok": done.returncode == 0 and phases is not None,
         "wall_s": wall,
-        "step_s": float(step.group(1)) * UNITS[step.group(2)] if step else None,
+        "step_s": seconds(step.group(1)) if step else None,
         "phases": (
             {name: float(sec) for name, sec in re.findall(r"(\w+) ([\d.]+) s", phases.group(2))}
             if phases

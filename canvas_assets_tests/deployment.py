@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
+import psycopg
 import yaml
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -85,6 +89,39 @@ def run_roles_sql(admin_url: str, **variables: str) -> str:
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=os.environ)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+@contextmanager
+def roles_from_roles_sql(
+    admin_url: str, prefix: str, schema: str = "canvas", runs: int = 1
+) -> Iterator[dict[str, str]]:
+    """Fresh databases and roles made by deploy/postgres/roles.sql (run ``runs`` times: it must
+    be re-runnable), named ``prefix_…``; dropped after, with any role the caller adds to the
+    names under a key ending in ``_role`` (the last added first: members before their groups)."""
+    names = {
+        "dagster_db": unique(f"{prefix}_dagster"),
+        "dagster_role": unique(f"{prefix}_dagster"),
+        "dagster_password": uuid.uuid4().hex,
+        "warehouse_db": unique(f"{prefix}_warehouse"),
+        "warehouse_schema": schema,
+        "warehouse_role": unique(f"{prefix}_warehouse"),
+        "warehouse_password": uuid.uuid4().hex,
+        "reader_role": unique(f"{prefix}_reader"),
+    }
+    for _ in range(runs):
+        run_roles_sql(admin_url, **names)
+    try:
+        yield names
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            for database in (names["dagster_db"], names["warehouse_db"]):
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(database)
+                    )
+                )
+            for key in reversed([k for k in names if k.endswith("_role")]):
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(names[key])))
 
 
 # -- Helm ------------------------------------------------------------------------------------

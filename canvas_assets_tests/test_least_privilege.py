@@ -4,15 +4,13 @@ under the warehouse role that owns only its schema."""
 
 from __future__ import annotations
 
-import uuid
-
 import psycopg
 import pytest
 from psycopg import sql
 
 from canvas_assets.warehouse import WarehouseResource
 
-from .deployment import database_url, run_roles_sql, unique
+from .deployment import database_url, roles_from_roles_sql, unique
 from .test_backfill import backfill, real_semesters
 from .truth import expected_semester, warehouse_semester
 
@@ -22,35 +20,17 @@ SCHEMA = "canvas"  # the schema roles.sql gives the warehouse role (named in the
 @pytest.fixture
 def roles(postgres_url):
     """Roles and databases from roles.sql (run twice: it must be re-runnable); dropped after."""
-    names = {
-        "dagster_db": unique("lp_dagster"),
-        "dagster_role": unique("lp_dagster"),
-        "dagster_password": uuid.uuid4().hex,
-        "warehouse_db": unique("lp_warehouse"),
-        "warehouse_schema": SCHEMA,
-        "warehouse_role": unique("lp_warehouse"),
-        "warehouse_password": uuid.uuid4().hex,
-        "reader_role": unique("lp_reader"),
-    }
-    run_roles_sql(postgres_url, **names)
-    run_roles_sql(postgres_url, **names)
-    analyst = unique("lp_analyst")
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(analyst)))
-        conn.execute(
-            sql.SQL("GRANT {} TO {}").format(
-                sql.Identifier(names["reader_role"]), sql.Identifier(analyst)
-            )
-        )
-    names["analyst"] = analyst
-    yield names
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        for database in (names["dagster_db"], names["warehouse_db"]):
+    with roles_from_roles_sql(postgres_url, "lp", schema=SCHEMA, runs=2) as names:
+        analyst = unique("lp_analyst")
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(analyst)))
             conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+                sql.SQL("GRANT {} TO {}").format(
+                    sql.Identifier(names["reader_role"]), sql.Identifier(analyst)
+                )
             )
-        for role in ("analyst", "reader_role", "warehouse_role", "dagster_role"):
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(names[role])))
+        names["analyst_role"] = analyst
+        yield names
 
 
 def _connect(postgres_url: str, database: str, user: str) -> psycopg.Connection:
@@ -81,7 +61,7 @@ def test_roles_sql_grants_each_role_only_what_it_needs(postgres_url, roles) -> N
         assert _denied(conn, "CREATE SCHEMA another")
         assert _denied(conn, "CREATE TABLE public.probe (id int)")
         assert _denied(conn, "SELECT * FROM other_institution.secrets")
-    with _connect(postgres_url, warehouse_db, roles["analyst"]) as conn:
+    with _connect(postgres_url, warehouse_db, roles["analyst_role"]) as conn:
         assert conn.execute("SELECT v FROM canvas.probe").fetchall() == [("a",)]
         assert _denied(conn, "INSERT INTO canvas.probe VALUES (2, 'b')")
         assert _denied(conn, "UPDATE canvas.probe SET v = 'x'")
@@ -91,7 +71,7 @@ def test_roles_sql_grants_each_role_only_what_it_needs(postgres_url, roles) -> N
         conn.execute("CREATE TABLE runs_probe (id int)")  # dagster-postgres creates its tables
     for user, database in (
         (roles["warehouse_role"], dagster_db),
-        (roles["analyst"], dagster_db),
+        (roles["analyst_role"], dagster_db),
         (roles["dagster_role"], warehouse_db),
     ):
         with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
@@ -115,6 +95,6 @@ def test_semester_backfill_runs_under_the_warehouse_role(
             institution, semester
         )
     # What the warehouse role created, readers can read.
-    with _connect(postgres_url, roles["warehouse_db"], roles["analyst"]) as conn:
+    with _connect(postgres_url, roles["warehouse_db"], roles["analyst_role"]) as conn:
         count = conn.execute("SELECT count(*) FROM canvas.courses").fetchone()[0]
         assert count == len(expected_semester(institution, semester)["courses"])

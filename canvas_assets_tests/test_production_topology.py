@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -27,7 +26,7 @@ from psycopg import sql
 
 from canvas_assets.tools.processes import free_port
 
-from .deployment import DEPLOY, run_roles_sql, storage_env, unique
+from .deployment import DEPLOY, roles_from_roles_sql, storage_env
 from .stack import services_env
 from .truth import rename_course_in_canvas, semester_of
 
@@ -135,25 +134,8 @@ def _submit_backfill(port: int, semester: str) -> str:
 @pytest.fixture
 def dagster_storage_role(postgres_url):
     """A Dagster storage database and role made by deploy/postgres/roles.sql; dropped after."""
-    names = {
-        "dagster_db": unique("dagster"),
-        "dagster_role": unique("dagster"),
-        "dagster_password": uuid.uuid4().hex,
-        "warehouse_db": unique("warehouse"),
-        "warehouse_schema": "canvas",
-        "warehouse_role": unique("warehouse"),
-        "warehouse_password": uuid.uuid4().hex,
-        "reader_role": unique("reader"),
-    }
-    run_roles_sql(postgres_url, **names)
-    yield names
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        for database in (names["dagster_db"], names["warehouse_db"]):
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
-            )
-        for role in (names["dagster_role"], names["warehouse_role"], names["reader_role"]):
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    with roles_from_roles_sql(postgres_url, "topo") as names:
+        yield names
 
 
 def _environments(postgres_url, roles, sandbox, queue, sqs_endpoint, homes, state_dir, semester):
