@@ -29,7 +29,7 @@ from canvas_assets.warehouse import WarehouseResource, status
 from canvas_assets.warehouse.embedded import ensure_database
 
 from .test_backfill import backfill, real_semesters, table_snapshot
-from .truth import expected_semester, rename_course_in_canvas, warehouse_semester
+from .truth import expected_semester, rename_course, rename_course_in_canvas, warehouse_semester
 
 # A hang under injected faults fails fast instead of eating the CI budget.
 pytestmark = pytest.mark.timeout(240)
@@ -168,9 +168,7 @@ def test_postgres_killed_mid_backfill_write_keeps_the_semester_and_the_card_says
     semester = real_semesters(institution)[0]
     assert backfill(canvas, own_warehouse, instance, semester).success
     before = _snapshot(own_warehouse)
-    course_id = next(iter(expected_semester(institution, semester)["courses"]))
-    with institution.lock:
-        institution.courses[course_id]["name"] = "Renamed while PostgreSQL died"
+    course_id = rename_course(institution, semester, "Renamed while PostgreSQL died")
 
     def kill_then_start() -> None:
         own_postgres.kill()
@@ -210,9 +208,7 @@ def test_a_sync_that_could_not_record_its_failure_is_marked_failed_at_the_next_s
     semester = real_semesters(institution)[0]
     assert backfill(canvas, own_warehouse, instance, semester).success
     before = _snapshot(own_warehouse)
-    course_id = next(iter(expected_semester(institution, semester)["courses"]))
-    with institution.lock:
-        institution.courses[course_id]["name"] = "Renamed during a long outage"
+    course_id = rename_course(institution, semester, "Renamed during a long outage")
     run = _in_the_middle_of_a_write(
         own_warehouse,
         semester,

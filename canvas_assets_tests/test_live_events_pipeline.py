@@ -33,7 +33,13 @@ from canvas_assets.tools.cli import main as cli_main
 
 from .conftest import SANDBOX_TOKEN
 from .test_backfill import backfill, real_semesters
-from .truth import expected_semester, rename_course_in_canvas, warehouse_semester
+from .truth import (
+    course_updated_event,
+    expected_semester,
+    rename_course,
+    rename_course_in_canvas,
+    warehouse_semester,
+)
 
 # Apply runs that make one pass (the default keeps a run open for new events for minutes).
 ONE_PASS = Settings.from_env({"CANVAS_APPLY_RUN_WINDOW_SECONDS": "0"})
@@ -412,15 +418,8 @@ def test_replay_command_reports_and_applies_archived_events(
     """Without this, a dead-letter queue or an archive could not be re-driven."""
     semester = real_semesters(institution)[0]
     assert backfill(canvas, warehouse, instance, semester).success
-    course_id = next(iter(expected_semester(institution, semester)["courses"]))
-    with institution.lock:
-        institution.courses[course_id]["name"] = "Replayed"
-    event = envelope(
-        institution,
-        "course_updated",
-        {"course_id": str(global_id(course_id)), "name": "Replayed"},
-        event_time=datetime.now(UTC) + timedelta(seconds=1),
-    )
+    course_id = rename_course(institution, semester, "Replayed")
+    event = course_updated_event(institution, course_id, "Replayed")
     lines = [
         json.dumps(event),
         json.dumps({"MessageId": "m-1", "Body": json.dumps(event)}),  # the same event from SQS

@@ -3,7 +3,6 @@ that are the partition's rows after every write, per-partition checks, the Impor
 card, and reconciliation drift."""
 
 import json
-from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -13,12 +12,11 @@ from canvas_assets.defs.namespace import Namespace
 from canvas_assets.defs.reporting import column_schema
 from canvas_assets.live_events.land import land_messages
 from canvas_assets.live_events.route import route_pending
-from canvas_assets.sandbox import envelope, global_id
 from canvas_assets.settings import Settings
 from canvas_assets.tables import SEMESTER_TABLES, TERMS
 
 from .test_backfill import backfill, materialization_metadata, real_semesters
-from .truth import expected_semester
+from .truth import course_updated_event, expected_semester, rename_course
 
 ONE_PASS = Settings(apply_run_window_seconds=0)
 KEYS = {spec.name: Namespace().key(spec.name) for spec in SEMESTER_TABLES}
@@ -50,15 +48,8 @@ def test_row_count_after_an_apply_is_the_partitions_rows_not_the_write(
     semester's size (the UI said 20 where the partition held 3,914)."""
     semester = real_semesters(institution)[0]
     assert backfill(canvas, warehouse, instance, semester).success
-    course_id = next(iter(expected_semester(institution, semester)["courses"]))
-    with institution.lock:
-        institution.courses[course_id]["name"] = "Renamed for the row count"
-    event = envelope(
-        institution,
-        "course_updated",
-        {"course_id": str(global_id(course_id))},
-        event_time=datetime.now(UTC) + timedelta(seconds=1),
-    )
+    name = "Renamed for the row count"
+    event = course_updated_event(institution, rename_course(institution, semester, name), name)
     schema = warehouse.table_schema()
     with warehouse.connect() as conn:
         land_messages(conn, schema, [("m-1", json.dumps(event))])

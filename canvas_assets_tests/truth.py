@@ -173,17 +173,29 @@ def warehouse_semester(
     return out
 
 
-def rename_course_in_canvas(institution, queue, semester: str, name: str) -> int:
-    """Rename one of the semester's courses in the sandbox and publish its course_updated event
-    (stamped just after now, so it is never stale); returns the course id."""
+def rename_course(institution, semester: str, name: str) -> int:
+    """Rename the semester's first course in the sandbox (no event); returns its id."""
     course_id = next(iter(expected_semester(institution, semester)["courses"]))
     with institution.lock:
         institution.courses[course_id]["name"] = name
-    event = envelope(
+    return course_id
+
+
+def course_updated_event(institution, course_id: int, name: str) -> dict:
+    """The course's course_updated Live Event, stamped just after now so it is never stale."""
+    return envelope(
         institution,
         "course_updated",
         {"course_id": str(global_id(course_id)), "name": name},
         event_time=datetime.now(UTC) + timedelta(seconds=1),
     )
-    send_envelopes(queue.client(), queue.queue_url, [event])
+
+
+def rename_course_in_canvas(institution, queue, semester: str, name: str) -> int:
+    """Rename one of the semester's courses in the sandbox and publish its course_updated event;
+    returns the course id."""
+    course_id = rename_course(institution, semester, name)
+    send_envelopes(
+        queue.client(), queue.queue_url, [course_updated_event(institution, course_id, name)]
+    )
     return course_id
