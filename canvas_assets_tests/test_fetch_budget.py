@@ -60,7 +60,7 @@ def test_a_semester_is_read_at_the_buckets_budget_and_never_throttled(medium) ->
     assert session.limiter.peak_in_flight >= 9
     expected = expected_semester(medium, SEMESTER)
     assert {int(c["id"]) for c in snapshot.courses} == set(expected["courses"])
-    assert {int(e["id"]) for e in snapshot.objects("enrollments")} == set(expected["enrollments"])
+    assert {int(e.id) for e in snapshot.objects("enrollments")} == set(expected["enrollments"])
     assert set(snapshot.users) == set(expected["users"])
 
 

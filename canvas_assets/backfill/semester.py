@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import pandas as pd
 import psycopg
 
 from canvas_assets.canvas import CanvasSession
@@ -49,11 +48,12 @@ def semester_term(session: CanvasSession, semester: str) -> dict:
 
 @dataclass
 class SemesterBackfill:
-    """What a backfill read (the snapshot keeps the term and its courses; the rest of the JSON
-    is dropped once mapped to ``raw``), checked and (when the checks passed) wrote."""
+    """What a backfill read (the snapshot keeps the term and its courses; the rest is dropped
+    once mapped), how many rows each table mapped to, what the checks said (with the validated
+    frames) and, when they passed, what it wrote."""
 
     snapshot: SemesterSnapshot
-    raw: dict[str, pd.DataFrame]
+    rows_mapped: dict[str, int]
     report: ValidationReport
     counts: dict[str, WriteCounts] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -79,7 +79,8 @@ def backfill_semester(
     mapped = time.perf_counter()
     report = validate_semester(semester, term.get("sis_term_id"), raw, tables)
     validated = time.perf_counter()
-    result = SemesterBackfill(snapshot, raw, report)
+    result = SemesterBackfill(snapshot, {name: len(df) for name, df in raw.items()}, report)
+    del raw  # the validated frames (report.frames) are what is written
     if report.ok:
         result.counts = write_semester(conn, schema, semester, report.frames, observed_at, tables)
     result.seconds = {

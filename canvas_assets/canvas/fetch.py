@@ -8,7 +8,6 @@ Every object is fetched once.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +19,7 @@ from canvas_assets.canvas.errors import CanvasNotFoundError
 from canvas_assets.canvas.limiter import CHAIN, FAN_OUT, FILL
 from canvas_assets.canvas.session import CanvasSession
 from canvas_assets.tables import SEMESTER_TABLES, SemesterSnapshot, TableSpec, semester_key
+from canvas_assets.tables.mapping import enrolled_people
 from canvas_assets.tables.spec import PerCourse
 
 COURSE_STATES_FETCHED = ("created", "claimed", "available", "completed")
@@ -68,49 +68,11 @@ def _sources(tables: Sequence[TableSpec]) -> list[tuple[str, PerCourse]]:
     return [(spec.name, spec.source) for spec in tables if spec.source is not None]
 
 
-# What the warehouse uses of an enrollment (tables.mapping: enrollment_rows, and section_rows'
-# instructors, whose names fall back to the embedded user): a large semester holds hundreds of
-# thousands of them, and Canvas's JSON carries several times more (URLs, SIS ids, dates, roles).
-ENROLLMENT_FIELDS = (
-    "id",
-    "user_id",
-    "course_id",
-    "course_section_id",
-    "type",
-    "enrollment_state",
-    "last_activity_at",
-    "last_attended_at",
-    "total_activity_time",
-)
-GRADE_FIELDS = ("current_grade", "current_score", "final_grade", "final_score")
-# The embedded user's name is only a fallback (the people are fetched with email) and orders the
-# single GETs of ``People``; "Last, First" is enough for both.
-EMBEDDED_USER_FIELDS = ("id", "sortable_name")
-# Values repeated across a semester's enrollments: one string object each, not one per row.
-SHARED_VALUES = ("type", "enrollment_state")
-
-
-def _slim_enrollment(enrollment: dict) -> dict:
-    slim = {k: enrollment.get(k) for k in ENROLLMENT_FIELDS}
-    for key in SHARED_VALUES:
-        if isinstance(slim[key], str):
-            slim[key] = sys.intern(slim[key])
-    if isinstance(enrollment.get("grades"), dict):
-        slim["grades"] = {k: enrollment["grades"].get(k) for k in GRADE_FIELDS}
-    if isinstance(enrollment.get("user"), dict):
-        slim["user"] = {k: enrollment["user"].get(k) for k in EMBEDDED_USER_FIELDS}
-    return slim
-
-
-SLIM = {"enrollments": _slim_enrollment}
-
-
 def _per_course_list(
     session: CanvasSession, table: str, source: PerCourse, course: dict
 ) -> list[dict]:
     items = session.paginate(source.url(course["id"]), list(source.params), priority=FAN_OUT)
-    slim = SLIM.get(table)
-    return [slim(item) for item in items] if slim else list(items)
+    return [source.keep(item) for item in items] if source.keep else list(items)
 
 
 def _pool(session: CanvasSession) -> ThreadPoolExecutor:
@@ -142,7 +104,7 @@ def fetch_semester(
                 snapshot.courses.append(course)
                 reads.append([pool.submit(_per_course_list, session, *s, course) for s in sources])
         _collect(snapshot, sources, reads)
-        snapshot.users = people.finish(_enrolled(snapshot), pool)
+        snapshot.users = people.finish(enrolled_people(snapshot), pool)
     finally:
         people.stop()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -158,14 +120,6 @@ def _collect(
     for futures in reads:
         for (table, _), future in zip(sources, futures, strict=True):
             snapshot.per_course[table].extend(future.result())
-
-
-def _enrolled(snapshot: SemesterSnapshot) -> dict[int, str]:
-    """The people enrolled, with the name Canvas sorts them by in the account user list."""
-    return {
-        int(e["user_id"]): str((e.get("user") or {}).get("sortable_name") or "")
-        for e in snapshot.objects("enrollments")
-    }
 
 
 def fetch_per_course(

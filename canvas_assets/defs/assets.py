@@ -134,7 +134,7 @@ def _materializations(
         counts = result.counts[spec.name]
         metadata = {
             **write_metadata(counts, active[spec.name]),
-            "canvas_objects": len(result.raw[spec.name]),
+            "canvas_objects": result.rows_mapped[spec.name],
             **request_metadata(spec, stats),
             "preview": preview(result.report.frames[spec.name]),
         }
@@ -186,9 +186,8 @@ def _backfill(
             result = backfill_semester(conn, schema, session, semester, datetime.now(UTC), tables)
         except UnknownSemesterError as exc:
             raise dg.Failure(description=str(exc)) from None
-        rows_checked = {name: len(frame) for name, frame in result.raw.items()}
         for evaluation in pandera_evaluations(
-            namespace, tables, result.report, rows_checked, semester
+            namespace, tables, result.report, result.rows_mapped, semester
         ):
             yield as_check_result(evaluation)
         if not result.report.ok:

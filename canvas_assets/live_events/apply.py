@@ -35,7 +35,7 @@ from canvas_assets.tables import (
     semester_key,
     validate_semester,
 )
-from canvas_assets.tables.mapping import user_row
+from canvas_assets.tables.mapping import enrolled_people, user_row
 from canvas_assets.warehouse.writes import (
     WriteCounts,
     lock_cross_semester_users,
@@ -126,7 +126,7 @@ def add_people(
 ) -> dict[int, dict]:
     """Fill ``snapshot.users`` with the people enrolled in its courses: warehouse rows for those
     already held, Canvas for new people and those ``refresh`` names. Returns what Canvas gave."""
-    enrolled = {int(e["user_id"]) for e in snapshot.objects("enrollments")}
+    enrolled = set(enrolled_people(snapshot))
     known = {
         row["institution_id"]: _canvas_user(row)
         for row in store.user_rows(conn, schema, snapshot.semester, enrolled - refresh)

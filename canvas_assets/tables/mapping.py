@@ -8,6 +8,9 @@ the course's own account (Canvas's sub-account, used by institutions as the depa
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -16,6 +19,62 @@ from canvas_assets.tables.spec import SemesterSnapshot, semester_key
 INSTRUCTOR_TYPES = ("TeacherEnrollment",)
 # Teachers who still teach the section: an inactive teacher is no longer its instructor.
 INSTRUCTOR_STATES = ("active", "invited", "creation_pending", "completed")
+
+
+def _shared(value: object) -> object:
+    """A value repeated across a semester's rows (a role, a state, a letter grade): one string
+    object for all of them, not one per row."""
+    return sys.intern(value) if isinstance(value, str) else value
+
+
+class Enrollment(NamedTuple):
+    """What the warehouse uses of a Canvas enrollment, kept as a tuple: a large semester holds
+    hundreds of thousands of them, and Canvas's JSON carries several times more (URLs, SIS ids,
+    dates, roles). The embedded user's sortable name is a fallback for an instructor's name and
+    orders the fetch's single GETs of people."""
+
+    id: int
+    user_id: int
+    course_id: int
+    course_section_id: int
+    type: str | None
+    enrollment_state: str | None
+    last_activity_at: str | None
+    last_attended_at: str | None
+    total_activity_time: int | None
+    current_grade: str | None
+    current_score: float | None
+    final_grade: str | None
+    final_score: float | None
+    user_sortable_name: str | None
+
+    @classmethod
+    def from_canvas(cls, enrollment: dict) -> Enrollment:
+        grades = enrollment.get("grades")
+        grades = grades if isinstance(grades, dict) else {}
+        user = enrollment.get("user")
+        user = user if isinstance(user, dict) else {}
+        return cls(
+            id=enrollment["id"],
+            user_id=enrollment["user_id"],
+            course_id=enrollment["course_id"],
+            course_section_id=enrollment["course_section_id"],
+            type=_shared(enrollment.get("type")),
+            enrollment_state=_shared(enrollment.get("enrollment_state")),
+            last_activity_at=enrollment.get("last_activity_at"),
+            last_attended_at=enrollment.get("last_attended_at"),
+            total_activity_time=enrollment.get("total_activity_time"),
+            current_grade=_shared(grades.get("current_grade")),
+            current_score=grades.get("current_score"),
+            final_grade=_shared(grades.get("final_grade")),
+            final_score=grades.get("final_score"),
+            user_sortable_name=user.get("sortable_name"),
+        )
+
+
+def enrolled_people(snapshot: SemesterSnapshot) -> dict[int, str]:
+    """The people enrolled, with the name Canvas sorts them by in the account user list."""
+    return {int(e.user_id): e.user_sortable_name or "" for e in snapshot.objects("enrollments")}
 
 
 def _ts(value: object) -> pd.Timestamp | None:
@@ -64,8 +123,7 @@ def term_row(term: dict) -> dict:
     }
 
 
-def course_rows(snapshot: SemesterSnapshot) -> list[dict]:
-    rows = []
+def course_rows(snapshot: SemesterSnapshot) -> Iterator[dict]:
     for course in snapshot.courses:
         term = course.get("term") or snapshot.term
         account_id = _int(course.get("account_id"))
@@ -74,7 +132,7 @@ def course_rows(snapshot: SemesterSnapshot) -> list[dict]:
             if account_id is not None
             else []
         )
-        rows.append(
+        yield (
             {
                 "semester": snapshot.semester,
                 "institution_id": int(course["id"]),
@@ -93,28 +151,34 @@ def course_rows(snapshot: SemesterSnapshot) -> list[dict]:
                 "end_at": _ts(course.get("end_at")),
             }
         )
-    return rows
 
 
-def section_rows(snapshot: SemesterSnapshot) -> list[dict]:
-    courses = {int(c["id"]): c for c in snapshot.courses}
+def _instructors(snapshot: SemesterSnapshot) -> dict[int, list[dict]]:
+    """Each section's teachers, as users (the embedded name when the person was not read)."""
     instructors: dict[int, list[dict]] = {}
-    for enrollment in sorted(snapshot.objects("enrollments"), key=lambda e: int(e["id"])):
-        if (
-            enrollment.get("type") in INSTRUCTOR_TYPES
-            and enrollment.get("enrollment_state") in INSTRUCTOR_STATES
-        ):
-            user = snapshot.users.get(int(enrollment["user_id"])) or enrollment.get("user") or {}
-            section_teachers = instructors.setdefault(int(enrollment["course_section_id"]), [])
+    enrollments: list[Enrollment] = snapshot.objects("enrollments")
+    for enrollment in sorted(enrollments, key=lambda e: int(e.id)):
+        if enrollment.type in INSTRUCTOR_TYPES and enrollment.enrollment_state in INSTRUCTOR_STATES:
+            user_id = int(enrollment.user_id)
+            user = snapshot.users.get(user_id) or {
+                "id": user_id,
+                "sortable_name": enrollment.user_sortable_name,
+            }
+            section_teachers = instructors.setdefault(int(enrollment.course_section_id), [])
             if all(u.get("id") != user.get("id") for u in section_teachers):
                 section_teachers.append(user)
-    rows = []
+    return instructors
+
+
+def section_rows(snapshot: SemesterSnapshot) -> Iterator[dict]:
+    courses = {int(c["id"]): c for c in snapshot.courses}
+    instructors = _instructors(snapshot)
     for section in snapshot.objects("sections"):
         course = courses.get(int(section["course_id"]), {})
         term = course.get("term") or snapshot.term
         teachers = instructors.get(int(section["id"]), [])
         emails = [t.get("email") for t in teachers if t.get("email")]
-        rows.append(
+        yield (
             {
                 "semester": snapshot.semester,
                 "institution_id": int(section["id"]),
@@ -134,32 +198,27 @@ def section_rows(snapshot: SemesterSnapshot) -> list[dict]:
                 "sis_section_id": section.get("sis_section_id"),
             }
         )
-    return rows
 
 
-def enrollment_rows(snapshot: SemesterSnapshot) -> list[dict]:
-    rows = []
+def enrollment_rows(snapshot: SemesterSnapshot) -> Iterator[dict]:
+    enrollment: Enrollment
     for enrollment in snapshot.objects("enrollments"):
-        grades = enrollment.get("grades") or {}
-        rows.append(
-            {
-                "semester": snapshot.semester,
-                "institution_id": int(enrollment["id"]),
-                "course_id": int(enrollment["course_id"]),
-                "section_id": int(enrollment["course_section_id"]),
-                "user_id": int(enrollment["user_id"]),
-                "role": enrollment.get("type"),
-                "enrollment_status": enrollment.get("enrollment_state"),
-                "current_grade_text": grades.get("current_grade"),
-                "current_grade_number": grades.get("current_score"),
-                "final_grade_text": grades.get("final_grade"),
-                "final_grade_number": grades.get("final_score"),
-                "last_lms_activity": _ts(enrollment.get("last_activity_at")),
-                "last_attended_date": _ts(enrollment.get("last_attended_at")),
-                "total_active_time": _int(enrollment.get("total_activity_time")),
-            }
-        )
-    return rows
+        yield {
+            "semester": snapshot.semester,
+            "institution_id": int(enrollment.id),
+            "course_id": int(enrollment.course_id),
+            "section_id": int(enrollment.course_section_id),
+            "user_id": int(enrollment.user_id),
+            "role": enrollment.type,
+            "enrollment_status": enrollment.enrollment_state,
+            "current_grade_text": enrollment.current_grade,
+            "current_grade_number": enrollment.current_score,
+            "final_grade_text": enrollment.final_grade,
+            "final_grade_number": enrollment.final_score,
+            "last_lms_activity": _ts(enrollment.last_activity_at),
+            "last_attended_date": _ts(enrollment.last_attended_at),
+            "total_active_time": _int(enrollment.total_activity_time),
+        }
 
 
 def user_row(user: dict, semester: str) -> dict:
@@ -181,5 +240,5 @@ def user_row(user: dict, semester: str) -> dict:
     }
 
 
-def user_rows(snapshot: SemesterSnapshot) -> list[dict]:
-    return [user_row(user, snapshot.semester) for _, user in sorted(snapshot.users.items())]
+def user_rows(snapshot: SemesterSnapshot) -> Iterator[dict]:
+    return (user_row(user, snapshot.semester) for _, user in sorted(snapshot.users.items()))

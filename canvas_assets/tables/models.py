@@ -8,6 +8,8 @@ code) or on the other tables of the same partition (references) are added at run
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
@@ -285,6 +287,11 @@ def sql_type(model: type[Strict], column: str) -> str:
     return declared or _SQL_TYPES[str(field.dtype)]
 
 
-def frame(model: type[Strict], rows: list[dict]) -> pd.DataFrame:
-    """Rows as a DataFrame with exactly the model's columns, in order (empty frames too)."""
-    return pd.DataFrame.from_records(rows, columns=columns(model))
+def frame(model: type[Strict], rows: Iterable[dict]) -> pd.DataFrame:
+    """Rows as a DataFrame with exactly the model's columns, in order (empty frames too).
+
+    Each row becomes a tuple as it streams in: a large semester never holds all its rows as
+    dicts at once (a dict per row costs several times the row's values)."""
+    names = columns(model)
+    records = (tuple(row.get(name) for name in names) for row in rows)
+    return pd.DataFrame.from_records(records, columns=names)

@@ -61,6 +61,7 @@ ENROLLMENTS = TableSpec(
     source=PerCourse(
         "/courses/{course_id}/enrollments",
         tuple(("state[]", state) for state in ENROLLMENT_STATES_FETCHED),
+        keep=mapping.Enrollment.from_canvas,
     ),
     reads=("/accounts/:id/enrollments/:id",),
     course_column="course_id",

@@ -3,9 +3,10 @@ from. The declarations themselves are in ``tables.registry``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from canvas_assets.tables.models import Strict
 
@@ -28,19 +29,22 @@ class SemesterSnapshot:
     term: dict
     fetched_at: datetime
     courses: list[dict] = field(default_factory=list)
-    per_course: dict[str, list[dict]] = field(default_factory=dict)
+    per_course: dict[str, list[Any]] = field(default_factory=dict)
     users: dict[int, dict] = field(default_factory=dict)
 
-    def objects(self, table: str) -> list[dict]:
+    def objects(self, table: str) -> list[Any]:
         return self.per_course.get(table, [])
 
 
 @dataclass(frozen=True)
 class PerCourse:
-    """A table whose Canvas objects are listed per course: ``path`` has ``{course_id}``."""
+    """A table whose Canvas objects are listed per course: ``path`` has ``{course_id}``.
+    ``keep`` turns each object into what the snapshot holds of it (the JSON itself by default;
+    a large table keeps only the fields its mapping reads)."""
 
     path: str
     params: tuple[tuple[str, str], ...] = ()
+    keep: Callable[[dict], Any] | None = None
 
     def url(self, course_id: int) -> str:
         return self.path.format(course_id=course_id)
@@ -72,7 +76,7 @@ class TableSpec:
     name: str
     model: type[Strict]
     description: str
-    rows: Callable[[SemesterSnapshot], list[dict]] | None = None
+    rows: Callable[[SemesterSnapshot], Iterable[dict]] | None = None
     source: PerCourse | None = None
     key: tuple[str, ...] = ("semester", "institution_id")
     course_column: str | None = None
