@@ -106,7 +106,8 @@ def _one_pass(
         _report_pass(context, namespace, tables, applied, active, semester)
         context.log.info(
             f"Applied {applied.applied} events of {semester} ({applied.stale} stale, "
-            f"{applied.courses_refreshed} courses re-read, {applied.forwarded} forwarded)."
+            f"{applied.courses_refreshed} courses re-read, {applied.forwarded} forwarded) in "
+            f"{applied.seconds:.1f} s, {applied.canvas_seconds:.1f} s of it reading Canvas."
         )
     return applied.events
 
