@@ -15,6 +15,7 @@ from canvas_assets.canvas import CanvasResource
 from canvas_assets.canvas.fetch import fetch_semester, fetch_terms, find_term
 from canvas_assets.sandbox import SandboxServer, generate_institution
 from canvas_assets.sandbox.throttle import Throttle
+from canvas_assets.tables.mapping import Enrollment
 
 from .truth import expected_semester
 
@@ -111,3 +112,18 @@ def test_the_people_come_from_both_ends_of_the_account_list_then_single_gets() -
     assert len(user_pages) < math.ceil(account / 100)  # not the whole account list
     single = [path for path, _ in done if path.startswith("/api/v1/users/")]
     assert single and len(single) < len(expected["users"])
+
+
+def test_a_semester_keeps_only_the_enrollment_fields_it_maps(medium) -> None:
+    """Without this, the snapshot would hold Canvas's whole JSON (three dicts) for every
+    enrollment: at university scale over a hundred MB more at the peak of a backfill run."""
+    with serve(medium) as sandbox:
+        _, snapshot = fetch(sandbox)
+    kept = snapshot.objects("enrollments")
+    assert kept and all(type(e) is Enrollment for e in kept)
+    truth = expected_semester(medium, SEMESTER)["enrollments"]
+    assert {int(e.id) for e in kept} == set(truth)
+    graded = [e for e in kept if e.current_score is not None]
+    assert graded, "the sandbox grades its students: the scores must survive the slimming"
+    for e in graded:
+        assert e.current_score == truth[int(e.id)]["current_grade_number"]
