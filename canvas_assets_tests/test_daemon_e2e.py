@@ -3,9 +3,6 @@ a semester and then follow a Live Event from SQS into PostgreSQL with nobody lau
 
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 
@@ -13,7 +10,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from canvas_assets.tools.processes import free_port
+from canvas_assets.tools.processes import free_port, interrupt_process_group, start_dev
 from canvas_assets.warehouse.embedded import ensure_database
 
 from .stack import database_url, services_env
@@ -47,14 +44,7 @@ def test_live_event_reaches_postgres_through_the_daemon(
         "CANVAS_LIVE_EVENTS_SENSOR_INTERVAL_SECONDS": "5",
     }
     env.pop("CANVAS_ASSETS_DEV_EXIT_WHEN_READY", None)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "canvas_assets", "dev", "--port", str(free_port())],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_dev(["--port", str(free_port())], env, log_path)
     status = sql.SQL("SELECT status FROM {}.semester_sync_status WHERE semester = %s").format(
         sql.Identifier(schema)
     )
@@ -80,14 +70,9 @@ def test_live_event_reaches_postgres_through_the_daemon(
             course_id = rename_course_in_canvas(institution, queue, semester, "Renamed in Canvas")
             _wait_for(course_name, (semester, course_id), ("Renamed in Canvas",), conn, 180, proc)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        stopped = interrupt_process_group(proc)
     log = log_path.read_text(errors="replace")
+    assert stopped, "canvas-assets dev did not stop on Ctrl-C within 90 s"
     assert proc.returncode == 0, log[-3000:]
     time.sleep(1)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
@@ -115,15 +100,11 @@ def test_two_institutions_in_one_local_stack_are_both_imported(postgres_url, tmp
         env.pop(name, None)
     env.pop("CANVAS_LIVE_EVENTS_QUEUE_URL", None)
     log_path = tmp_path / "dev.log"
-    command = [
-        sys.executable, "-m", "canvas_assets", "dev", "--size", "small",
-        "--port", str(free_port()), "--home", str(tmp_path / "home"),
+    args = [
+        "--size", "small", "--port", str(free_port()), "--home", str(tmp_path / "home"),
         "--institutions", ",".join(names),
     ]  # fmt: skip
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    proc = start_dev(args, env, log_path)
     try:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             for name in names:
@@ -147,9 +128,7 @@ def test_two_institutions_in_one_local_stack_are_both_imported(postgres_url, tmp
                 for name in names
             ]
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=90)
+        assert interrupt_process_group(proc), "canvas-assets dev did not stop on Ctrl-C"
     assert all(counts), counts  # each institution's own sandbox, each in its own schema
     log = log_path.read_text(errors="replace")
     assert all(f"institution {name}" in log for name in names)

@@ -6,9 +6,6 @@ CANVAS_ASSETS_SCREENSHOTS=docs/tour they refresh the README's tour."""
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +15,12 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 from psycopg import sql
 
-from canvas_assets.tools.processes import free_port, wait_until_ready
+from canvas_assets.tools.processes import (
+    free_port,
+    interrupt_process_group,
+    start_dev,
+    wait_until_ready,
+)
 
 from .stack import services_env
 from .truth import semester_of
@@ -48,19 +50,13 @@ def stack(postgres_url, sandbox, queue, sqs_endpoint, tmp_path) -> Iterator[dict
     }
     env.pop("CANVAS_ASSETS_DEV_EXIT_WHEN_READY", None)
     log_path = tmp_path / "dev.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "canvas_assets", "dev", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    proc = start_dev(["--port", str(port)], env, log_path)
     try:
         url = f"http://127.0.0.1:{port}"
         assert wait_until_ready(proc, f"{url}/server_info"), log_path.read_text()[-3000:]
         yield {"url": url, "schema": schema, "log": log_path}
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=90)
+        assert interrupt_process_group(proc), "canvas-assets dev did not stop on Ctrl-C"
 
 
 def _visit(page: Page, url: str) -> None:

@@ -7,12 +7,13 @@ the REST JSON, so a mapping or fetching bug shows up as a difference.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
 
-from canvas_assets.sandbox import envelope, global_id, send_envelopes
+from canvas_assets.sandbox import rename_course as rename_course_returning_event
+from canvas_assets.sandbox import send_envelopes
 
 ACTIVE_STUDENT_STATES = {"active", "invited"}
 SYNCED_ENROLLMENT_STATES = {"active", "invited", "creation_pending", "completed", "inactive"}
@@ -174,21 +175,15 @@ def warehouse_semester(
 
 
 def rename_course(institution, semester: str, name: str) -> int:
-    """Rename the semester's first course in the sandbox (no event); returns its id."""
+    """Rename the semester's first course in the sandbox (no event sent); returns its id."""
     course_id = next(iter(expected_semester(institution, semester)["courses"]))
-    with institution.lock:
-        institution.courses[course_id]["name"] = name
+    rename_course_returning_event(institution, course_id, name)
     return course_id
 
 
 def course_updated_event(institution, course_id: int, name: str) -> dict:
-    """The course's course_updated Live Event, stamped just after now so it is never stale."""
-    return envelope(
-        institution,
-        "course_updated",
-        {"course_id": str(global_id(course_id)), "name": name},
-        event_time=datetime.now(UTC) + timedelta(seconds=1),
-    )
+    """The course's course_updated Live Event for its current name, stamped just after now."""
+    return rename_course_returning_event(institution, course_id, name)
 
 
 def rename_course_in_canvas(institution, queue, semester: str, name: str) -> int:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from psycopg import sql
+
+from canvas_assets.live_events import store
 
 
 @dataclass(frozen=True)
@@ -21,20 +22,7 @@ class StreamHealth:
 
 def stream_health(conn: psycopg.Connection, schema: str, now: datetime) -> StreamHealth:
     """Counts and ages from ``live_events`` and ``live_event_quarantine`` at ``now``."""
-    events = sql.SQL("{}.live_events").format(sql.Identifier(schema))
-    quarantine = sql.SQL("{}.live_event_quarantine").format(sql.Identifier(schema))
-    row = conn.execute(
-        sql.SQL(
-            "SELECT (SELECT count(*) FROM {events} WHERE applied_at IS NULL),"
-            " (SELECT min(received_at) FROM {events} WHERE applied_at IS NULL),"
-            " GREATEST((SELECT max(received_at) FROM {events}),"
-            "          (SELECT max(received_at) FROM {quarantine})),"
-            " (SELECT count(*) FROM {quarantine} WHERE received_at > %s - interval '1 hour'),"
-            " (SELECT count(*) FROM {quarantine})"
-        ).format(events=events, quarantine=quarantine),
-        (now,),
-    ).fetchone()
-    pending, oldest, last, recent, total = row
+    pending, oldest, last, recent, total = store.stream_counts(conn, schema, now)
 
     def age(moment: datetime | None) -> float | None:
         return None if moment is None else max(0.0, (now - moment).total_seconds())

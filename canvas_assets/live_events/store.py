@@ -359,3 +359,23 @@ def close_events(conn: psycopg.Connection, schema: str, outcomes: dict[int, str]
             ),
             (outcome, seqs),
         )
+
+
+# -- stream health ----------------------------------------------------------------------------
+
+
+def stream_counts(conn: psycopg.Connection, schema: str, now: datetime) -> tuple:
+    """Events pending, the oldest pending one's and the last message's arrival (landed or
+    quarantined), messages quarantined in the hour before ``now`` and in all."""
+    events, quarantine = _t(schema, "live_events"), _t(schema, "live_event_quarantine")
+    return conn.execute(
+        sql.SQL(
+            "SELECT (SELECT count(*) FROM {events} WHERE applied_at IS NULL),"
+            " (SELECT min(received_at) FROM {events} WHERE applied_at IS NULL),"
+            " GREATEST((SELECT max(received_at) FROM {events}),"
+            "          (SELECT max(received_at) FROM {quarantine})),"
+            " (SELECT count(*) FROM {quarantine} WHERE received_at > %s - interval '1 hour'),"
+            " (SELECT count(*) FROM {quarantine})"
+        ).format(events=events, quarantine=quarantine),
+        (now,),
+    ).fetchone()

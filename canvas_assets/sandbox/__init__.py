@@ -18,10 +18,11 @@
   errors, timeouts and throttle storms.
 * ``model.term_floor`` is the least time any client can read a term in from such a sandbox.
 * ``ChangeDriver`` mutates the institution and publishes the matching Live Events (Canvas
-  envelope format) to SQS, optionally duplicated, reordered or dropped.
+  envelope format) to SQS, optionally duplicated, reordered or dropped; ``rename_course``
+  makes one known change and returns its event.
 """
 
-from .changes import ChangeDriver, envelope, send_envelopes
+from .changes import ChangeDriver, envelope, rename_course, send_envelopes
 from .faults import Faults
 from .institution import SHARD_ID, SIZES, Institution, generate_institution, global_id
 from .server import SandboxServer
@@ -36,5 +37,6 @@ __all__ = [
     "envelope",
     "generate_institution",
     "global_id",
+    "rename_course",
     "send_envelopes",
 ]

@@ -9,8 +9,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 
@@ -82,6 +83,38 @@ def stop_process_group(proc: subprocess.Popen, grace_seconds: float = 30.0) -> N
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def start_dev(
+    args: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Path | None = None
+) -> subprocess.Popen:
+    """``canvas-assets dev`` with ``args`` in its own process group, its output in ``log_path``:
+    the whole local stack, for the tests and benchmarks that need it as a user runs it."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "canvas_assets", "dev", *args],
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+        )
+
+
+def interrupt_process_group(proc: subprocess.Popen, timeout_seconds: float = 90.0) -> bool:
+    """Stop a process as a user does, with Ctrl-C to its process group, and wait for it; kill
+    the group if it is still running after ``timeout_seconds``. False when it had to be killed."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout_seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return False
 
 
 def wait_until_ready(proc: subprocess.Popen, url: str, timeout_seconds: float = 240.0) -> bool:

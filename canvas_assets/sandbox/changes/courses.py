@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from ..institution import Institution, global_id
 from .bodies import course_body, enrollment_body, enrollment_state_body, section_body
 from .context import ChangeContext
 from .enrollments import new_enrollment
+from .events import envelope
 from .sections import new_section
 
 
@@ -88,3 +92,17 @@ def delete_course(ctx: ChangeContext) -> list[dict]:
     course["updated_at"] = ctx.begin()
     course["workflow_state"] = "deleted"  # Canvas reports deletion as course_updated
     return ctx.events([("course_updated", course_body(ctx, course), ("Course", course["id"]))])
+
+
+def rename_course(institution: Institution, course_id: int, name: str) -> dict:
+    """Rename a course as a teacher would in Canvas; returns its course_updated Live Event,
+    stamped just after now so that an apply never judges it stale. For demos, tests and
+    benchmarks that need one known change."""
+    with institution.lock:
+        institution.courses[course_id]["name"] = name
+    return envelope(
+        institution,
+        "course_updated",
+        {"course_id": str(global_id(course_id, institution.shard_id)), "name": name},
+        event_time=datetime.now(UTC) + timedelta(seconds=1),
+    )
