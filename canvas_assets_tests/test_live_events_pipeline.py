@@ -28,15 +28,15 @@ from canvas_assets.live_events.route import route_pending
 from canvas_assets.live_events.sqs import SQSQueueResource
 from canvas_assets.live_events.store import pending_semesters
 from canvas_assets.sandbox import ChangeDriver, envelope, global_id, send_envelopes
+from canvas_assets.sandbox import rename_course as renamed_with_event
 from canvas_assets.settings import Settings
 from canvas_assets.tools.cli import main as cli_main
 
 from .conftest import SANDBOX_TOKEN
 from .test_backfill import backfill, real_semesters
 from .truth import (
-    course_updated_event,
     expected_semester,
-    rename_course,
+    first_course,
     rename_course_in_canvas,
     warehouse_semester,
 )
@@ -418,8 +418,8 @@ def test_replay_command_reports_and_applies_archived_events(
     """Without this, a dead-letter queue or an archive could not be re-driven."""
     semester = real_semesters(institution)[0]
     assert backfill(canvas, warehouse, instance, semester).success
-    course_id = rename_course(institution, semester, "Replayed")
-    event = course_updated_event(institution, course_id, "Replayed")
+    course_id = first_course(institution, semester)
+    event = renamed_with_event(institution, course_id, "Replayed")
     lines = [
         json.dumps(event),
         json.dumps({"MessageId": "m-1", "Body": json.dumps(event)}),  # the same event from SQS

@@ -12,11 +12,12 @@ from canvas_assets.defs.namespace import Namespace
 from canvas_assets.defs.reporting import column_schema
 from canvas_assets.live_events.land import land_messages
 from canvas_assets.live_events.route import route_pending
+from canvas_assets.sandbox import rename_course as renamed_with_event
 from canvas_assets.settings import Settings
 from canvas_assets.tables import SEMESTER_TABLES, TERMS
 
 from .test_backfill import backfill, materialization_metadata, real_semesters
-from .truth import course_updated_event, expected_semester, rename_course
+from .truth import expected_semester, first_course
 
 ONE_PASS = Settings(apply_run_window_seconds=0)
 KEYS = {spec.name: Namespace().key(spec.name) for spec in SEMESTER_TABLES}
@@ -49,7 +50,7 @@ def test_row_count_after_an_apply_is_the_partitions_rows_not_the_write(
     semester = real_semesters(institution)[0]
     assert backfill(canvas, warehouse, instance, semester).success
     name = "Renamed for the row count"
-    event = course_updated_event(institution, rename_course(institution, semester, name), name)
+    event = renamed_with_event(institution, first_course(institution, semester), name)
     schema = warehouse.table_schema()
     with warehouse.connect() as conn:
         land_messages(conn, schema, [("m-1", json.dumps(event))])

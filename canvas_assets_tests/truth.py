@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from canvas_assets.sandbox import rename_course as rename_course_returning_event
+from canvas_assets.sandbox import rename_course as renamed_with_event
 from canvas_assets.sandbox import send_envelopes
 
 ACTIVE_STUDENT_STATES = {"active", "invited"}
@@ -174,23 +174,22 @@ def warehouse_semester(
     return out
 
 
+def first_course(institution, semester: str) -> int:
+    """The id of the semester's first course."""
+    return next(iter(expected_semester(institution, semester)["courses"]))
+
+
 def rename_course(institution, semester: str, name: str) -> int:
     """Rename the semester's first course in the sandbox (no event sent); returns its id."""
-    course_id = next(iter(expected_semester(institution, semester)["courses"]))
-    rename_course_returning_event(institution, course_id, name)
+    course_id = first_course(institution, semester)
+    renamed_with_event(institution, course_id, name)
     return course_id
-
-
-def course_updated_event(institution, course_id: int, name: str) -> dict:
-    """The course's course_updated Live Event for its current name, stamped just after now."""
-    return rename_course_returning_event(institution, course_id, name)
 
 
 def rename_course_in_canvas(institution, queue, semester: str, name: str) -> int:
     """Rename one of the semester's courses in the sandbox and publish its course_updated event;
     returns the course id."""
-    course_id = rename_course(institution, semester, name)
-    send_envelopes(
-        queue.client(), queue.queue_url, [course_updated_event(institution, course_id, name)]
-    )
+    course_id = first_course(institution, semester)
+    event = renamed_with_event(institution, course_id, name)
+    send_envelopes(queue.client(), queue.queue_url, [event])
     return course_id

@@ -68,9 +68,7 @@ def _sources(tables: Sequence[TableSpec]) -> list[tuple[str, PerCourse]]:
     return [(spec.name, spec.source) for spec in tables if spec.source is not None]
 
 
-def _per_course_list(
-    session: CanvasSession, table: str, source: PerCourse, course: dict
-) -> list[dict]:
+def _per_course_list(session: CanvasSession, source: PerCourse, course: dict) -> list:
     items = session.paginate(source.url(course["id"]), list(source.params), priority=FAN_OUT)
     return [source.keep(item) for item in items] if source.keep else list(items)
 
@@ -102,7 +100,12 @@ def fetch_semester(
         for page in session.pages(path, params, priority=CHAIN):
             for course in page:  # each course's reads start now, while the list goes on
                 snapshot.courses.append(course)
-                reads.append([pool.submit(_per_course_list, session, *s, course) for s in sources])
+                reads.append(
+                    [
+                        pool.submit(_per_course_list, session, source, course)
+                        for _, source in sources
+                    ]
+                )
         _collect(snapshot, sources, reads)
         snapshot.users = people.finish(enrolled_people(snapshot), pool)
     finally:
@@ -132,7 +135,7 @@ def fetch_per_course(
     sources = _sources(tables)
     with _pool(session) as pool:
         reads = [
-            [pool.submit(_per_course_list, session, *s, course) for s in sources]
+            [pool.submit(_per_course_list, session, source, course) for _, source in sources]
             for course in snapshot.courses
         ]
         _collect(snapshot, sources, reads)
