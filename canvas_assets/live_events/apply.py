@@ -229,10 +229,8 @@ def apply_semester_events(
             conn, schema, semester, courses, report.frames, observed_at, tables
         )
         result.frames = report.frames
-        for uid in sorted(plan.people & fetched.keys()):
-            store.update_contact_elsewhere(
-                conn, schema, user_row(fetched[uid], semester), semester, observed_at
-            )
+        refreshed = [user_row(fetched[u], semester) for u in sorted(plan.people & fetched.keys())]
+        store.update_contact_elsewhere(conn, schema, refreshed, semester, observed_at)
         store.close_events(conn, schema, plan.outcomes)
         result.applied = sum(1 for o in plan.outcomes.values() if o == "applied")
         result.stale = sum(1 for o in plan.outcomes.values() if o == "stale")

@@ -327,24 +327,44 @@ CONTACT_COLUMNS = ("first_name", "last_name", "preferred_name", "email", "sis_us
 
 
 def update_contact_elsewhere(
-    conn: psycopg.Connection, schema: str, row: dict, semester: str, observed_at: datetime
+    conn: psycopg.Connection,
+    schema: str,
+    rows: Sequence[dict],
+    semester: str,
+    observed_at: datetime,
 ) -> None:
-    """Give the person's rows in other semesters the refreshed contact fields of ``row``."""
-    contact = [row[c] for c in CONTACT_COLUMNS]
+    """Give these people's rows in other semesters the refreshed contact fields of ``rows``
+    (users rows of ``semester``), in one statement however many people there are."""
+    if not rows:
+        return
     columns = [sql.Identifier(c) for c in CONTACT_COLUMNS]
     conn.execute(
         sql.SQL(
-            "UPDATE {users} SET {sets}, source_updated_at = %s "
-            "WHERE institution_id = %s AND semester <> %s AND source_updated_at <= %s "
-            "AND ({cols}) IS DISTINCT FROM ({params})"
+            "UPDATE {users} AS t SET {sets}, source_updated_at = %s "
+            "FROM unnest(%s::bigint[], {arrays}) AS c(institution_id, {cols}) "
+            "WHERE t.institution_id = c.institution_id AND t.semester <> %s "
+            "AND t.source_updated_at <= %s "
+            "AND ({old}) IS DISTINCT FROM ({new})"
         ).format(
             users=_t(schema, "users"),
-            sets=sql.SQL(", ").join(sql.SQL("{} = %s").format(c) for c in columns),
+            sets=sql.SQL(", ").join(sql.SQL("{c} = c.{c}").format(c=c) for c in columns),
+            arrays=sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in columns),
             cols=sql.SQL(", ").join(columns),
-            params=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+            old=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in columns),
+            new=sql.SQL(", ").join(sql.SQL("c.{}").format(c) for c in columns),
         ),
-        (*contact, observed_at, row["institution_id"], semester, observed_at, *contact),
+        (
+            observed_at,
+            [row["institution_id"] for row in rows],
+            *([_text(row[c]) for row in rows] for c in CONTACT_COLUMNS),
+            semester,
+            observed_at,
+        ),
     )
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def close_events(conn: psycopg.Connection, schema: str, outcomes: dict[int, str]) -> None:

@@ -211,7 +211,20 @@ def write_semester(
             counts[spec.name] = upsert_rows(
                 conn, schema, spec.name, frames[spec.name], observed_at, spec.key, scope
             )
+    analyze_tables(conn, schema, tables)
     return counts
+
+
+def analyze_tables(
+    conn: psycopg.Connection, schema: str, tables: Sequence[TableSpec] = SEMESTER_TABLES
+) -> None:
+    """Refresh the tables' statistics once a semester has been written (after the commit, so
+    a concurrent backfill's ANALYZE never waits for this transaction). Without it, a large
+    semester landing in tables analysed while small (or never) is estimated at a row or two,
+    and the Live Events applies that follow can be planned as a nested loop that reads the
+    whole semester once per person: quadratic."""
+    for spec in tables:
+        conn.execute(sql.SQL("ANALYZE {}").format(_table(schema, spec.name)))
 
 
 def write_courses(
@@ -237,32 +250,49 @@ def write_courses(
         counts[spec.name] = upsert_rows(
             conn, schema, spec.name, frames[spec.name], observed_at, spec.key, scope
         )
+    by_name = {spec.name: spec for spec in tables}
     for spec in tables:
         if spec.kept_by is not None:
+            keeper = by_name[spec.kept_by[0]]
             counts[spec.name].removed += _remove_unreferenced(
-                conn, schema, spec, semester, observed_at
+                conn, schema, spec, keeper, semester, course_ids, observed_at
             )
     return counts
 
 
 def _remove_unreferenced(
-    conn: psycopg.Connection, schema: str, spec: TableSpec, semester: str, observed_at: datetime
+    conn: psycopg.Connection,
+    schema: str,
+    spec: TableSpec,
+    keeper: TableSpec,
+    semester: str,
+    course_ids: Sequence[int],
+    observed_at: datetime,
 ) -> int:
     """Mark deleted the semester's rows of ``spec`` that no active ``kept_by`` row references
-    (the users table holds the people enrolled: whoever has no enrollment left goes)."""
-    table, column = spec.kept_by  # type: ignore[misc]
+    (the users table holds the people enrolled: whoever has no enrollment left goes).
+
+    Only rows that the written courses' ``keeper`` rows reference can have lost their last
+    one, so only those are looked at: an apply's cost follows its courses, not the semester's
+    size. ``= ANY(ARRAY(subquery))`` is computed once and looked up by the primary key, so the
+    plan does not depend on the tables' statistics."""
+    _, column = spec.kept_by  # type: ignore[misc]
     statement = sql.SQL(
         "UPDATE {target} AS t SET deleted_at = %s, source_updated_at = %s "
-        "WHERE t.semester = %s AND t.deleted_at IS NULL AND t.source_updated_at <= %s "
-        "AND NOT EXISTS (SELECT 1 FROM {keeper} AS k WHERE k.semester = t.semester "
-        "AND k.{column} = t.institution_id AND k.deleted_at IS NULL)"
+        "WHERE t.semester = %s AND t.institution_id = ANY(ARRAY("
+        "SELECT c.{column} FROM {keeper} AS c WHERE c.semester = %s AND c.{course} = ANY(%s))) "
+        "AND t.deleted_at IS NULL AND t.source_updated_at <= %s "
+        "AND NOT EXISTS (SELECT 1 FROM {keeper} AS k WHERE k.{column} = t.institution_id "
+        "AND k.semester = t.semester AND k.deleted_at IS NULL)"
     ).format(
         target=_table(schema, spec.name),
-        keeper=_table(schema, table),
+        keeper=_table(schema, keeper.name),
         column=sql.Identifier(column),
+        course=sql.Identifier(keeper.course_column),  # type: ignore[arg-type]
     )
+    params = (observed_at, observed_at, semester, semester, list(course_ids), observed_at)
     with conn.cursor() as cur:
-        cur.execute(statement, (observed_at, observed_at, semester, observed_at))
+        cur.execute(statement, params)
         return cur.rowcount
 
 
