@@ -293,5 +293,5 @@ def frame(model: type[Strict], rows: Iterable[dict]) -> pd.DataFrame:
     Each row becomes a tuple as it streams in: a large semester never holds all its rows as
     dicts at once (a dict per row costs several times the row's values)."""
     names = columns(model)
-    records = (tuple(row.get(name) for name in names) for row in rows)
+    records = (tuple(map(row.get, names)) for row in rows)
     return pd.DataFrame.from_records(records, columns=names)
