@@ -3,6 +3,7 @@
 import json
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -14,6 +15,7 @@ from canvas_assets.canvas import (
     CanvasRequestError,
     CanvasResource,
 )
+from canvas_assets.canvas.limiter import BudgetLimiter
 
 from .conftest import SANDBOX_TOKEN
 
@@ -151,3 +153,27 @@ def test_pagination_link_to_another_origin_is_refused_and_keeps_the_token() -> N
     assert "CANVAS_BASE_URL" in str(info.value) and "elsewhere.invalid" in str(info.value)
     assert secret not in str(info.value)
     assert requests_seen == ["/api/v1/courses?per_page=100"]
+
+
+def test_a_request_waiting_for_a_full_limiter_sleeps_until_a_slot_is_freed() -> None:
+    """Without this, the first request in line polled the clock and the limiter's lock in a
+    loop while every slot was taken (and woke itself at once after each look): in a large
+    fetch the client's CPU, under the GIL, was as busy as the requests, answers waited to be
+    read, and fewer of the requests in flight were being served by Canvas."""
+    looks = 0
+
+    def clock() -> float:
+        nonlocal looks
+        looks += 1
+        return time.monotonic()
+
+    limiter = BudgetLimiter(maximum=1, reserve=150.0, clock=clock)
+    held = limiter.acquire()
+    waiter = threading.Thread(target=lambda: limiter.release(limiter.acquire(), 500.0))
+    waiter.start()
+    time.sleep(0.3)  # the window in which a polling waiter would look thousands of times
+    looks_while_full = looks
+    limiter.release(held, 500.0)
+    waiter.join(timeout=10)
+    assert not waiter.is_alive(), "the waiting request was not admitted once a slot was free"
+    assert looks_while_full < 20

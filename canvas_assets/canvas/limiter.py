@@ -146,7 +146,9 @@ class BudgetLimiter:
     # -- acquire / release -----------------------------------------------------------------
     def acquire(self, priority: int = FAN_OUT) -> Ticket:
         """Wait for room; returns the ticket to hand back to ``release``. Only the first in
-        line watches the clock (for the pace); the others sleep until they are first."""
+        line watches the clock, and only while a slot is free and it waits for the pace; when
+        every slot is taken it sleeps until a ``release`` wakes it (polling the clock then kept
+        the client's CPU, under the GIL, as busy as the requests themselves)."""
         ticket = Ticket(priority, next(self._seq))
         with self._lock:
             heapq.heappush(self._waiting, ticket)
@@ -155,13 +157,15 @@ class BudgetLimiter:
             with self._lock:
                 if ticket.admitted:
                     return ticket
-                first = self._waiting[0] is ticket
-                pause = max(0.0005, self._next_send - self.clock()) if first else None
+                pacing = self._waiting[0] is ticket and self.in_flight < self.limit
+                pause = max(0.0005, self._next_send - self.clock()) if pacing else None
             ticket.wake.wait(timeout=pause)
             with self._lock:
-                ticket.wake.clear()
                 if not ticket.admitted:
                     self._admit_waiting()
+                # Cleared after admitting: the wake-up _admit_waiting gives the first in line
+                # would otherwise be this thread's own, and it would spin.
+                ticket.wake.clear()
 
     def _admit_waiting(self) -> None:
         now = self.clock()
