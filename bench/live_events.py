@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import time
 import uuid
@@ -39,7 +40,7 @@ from canvas_assets.sandbox import (
     rename_course,
 )
 from canvas_assets.sandbox import global_id as canvas_global_id
-from canvas_assets.tools.processes import free_port, interrupt_process_group, start_dev
+from canvas_assets.tools.processes import free_port, start_dev, stop_process_group
 from canvas_assets.warehouse import WarehouseResource
 from canvas_assets.warehouse.status import recorded_sync
 
@@ -209,7 +210,7 @@ def daemon_latency(db_url: str, sqs_url: str, workdir: Path, samples: int) -> di
         try:
             latencies = _measure(db_url, schema, semester, institution, client, queue_url, samples)
         finally:
-            interrupt_process_group(proc)
+            stop_process_group(proc, 90.0, signal.SIGINT)
     drop_schema(db_url, schema)
     ordered = sorted(latencies)
     return {

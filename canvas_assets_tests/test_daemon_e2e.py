@@ -3,6 +3,7 @@ a semester and then follow a Live Event from SQS into PostgreSQL with nobody lau
 
 import contextlib
 import os
+import signal
 import time
 import uuid
 
@@ -10,7 +11,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from canvas_assets.tools.processes import free_port, interrupt_process_group, start_dev
+from canvas_assets.tools.processes import free_port, start_dev, stop_process_group
 from canvas_assets.warehouse.embedded import ensure_database
 
 from .stack import database_url, services_env
@@ -70,7 +71,7 @@ def test_live_event_reaches_postgres_through_the_daemon(
             course_id = rename_course_in_canvas(institution, queue, semester, "Renamed in Canvas")
             _wait_for(course_name, (semester, course_id), ("Renamed in Canvas",), conn, 180, proc)
     finally:
-        stopped = interrupt_process_group(proc)
+        stopped = stop_process_group(proc, 90.0, signal.SIGINT)
     log = log_path.read_text(errors="replace")
     assert stopped, "canvas-assets dev did not stop on Ctrl-C within 90 s"
     assert proc.returncode == 0, log[-3000:]
@@ -128,7 +129,9 @@ def test_two_institutions_in_one_local_stack_are_both_imported(postgres_url, tmp
                 for name in names
             ]
     finally:
-        assert interrupt_process_group(proc), "canvas-assets dev did not stop on Ctrl-C"
+        assert stop_process_group(proc, 90.0, signal.SIGINT), (
+            "canvas-assets dev did not stop on Ctrl-C"
+        )
     assert all(counts), counts  # each institution's own sandbox, each in its own schema
     log = log_path.read_text(errors="replace")
     assert all(f"institution {name}" in log for name in names)

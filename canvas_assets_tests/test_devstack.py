@@ -4,10 +4,14 @@ Starting the whole stack is covered by test_daemon_e2e.py and by CI, which runs 
 install-and-start command until the UI answers."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
-from canvas_assets.tools.processes import exclusive_lock
+import psutil
+
+from canvas_assets.tools.processes import exclusive_lock, stop_process_group
 
 
 def test_second_dev_stack_on_the_same_state_folder_refuses_clearly(tmp_path) -> None:
@@ -53,3 +57,32 @@ def test_production_refuses_a_local_disk_warehouse_by_name() -> None:
         build_resources(settings)
     configured = {"CANVAS_EMBEDDED_WAREHOUSE": "false", "CANVAS_WAREHOUSE_URL": "postgresql://h/db"}
     assert build_resources(Settings.from_env(configured))["warehouse"].url
+
+
+# A stand-in for `canvas-assets dev`: starts a child in a session of its own (as dev starts its
+# code servers, webserver and daemon), prints the child's pid, and does not stop on Ctrl-C.
+STUBBORN_PARENT = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                         start_new_session=True)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_stopping_a_stuck_parent_also_stops_the_children_in_their_own_sessions() -> None:
+    """Without this, a `canvas-assets dev` that did not stop within the Ctrl-C grace was killed
+    alone: its code server and webserver, in sessions of their own, ran on as orphans (once
+    they held the benchmark's Canvas budget and made a later fetch test throttle)."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", STUBBORN_PARENT], stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    child = int(parent.stdout.readline())
+    assert os.getpgid(child) == child != parent.pid
+    assert stop_process_group(parent, 2.0, signal.SIGINT) is False  # it had to be killed
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(child) and psutil.Process(child).status() != "zombie":
+        assert time.monotonic() < deadline, "the child in its own session outlived its parent"
+        time.sleep(0.1)

@@ -6,6 +6,7 @@ CANVAS_ASSETS_SCREENSHOTS=docs/tour they refresh the README's tour."""
 import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,8 @@ from psycopg import sql
 
 from canvas_assets.tools.processes import (
     free_port,
-    interrupt_process_group,
     start_dev,
+    stop_process_group,
     wait_until_ready,
 )
 
@@ -56,7 +57,9 @@ def stack(postgres_url, sandbox, queue, sqs_endpoint, tmp_path) -> Iterator[dict
         assert wait_until_ready(proc, f"{url}/server_info"), log_path.read_text()[-3000:]
         yield {"url": url, "schema": schema, "log": log_path}
     finally:
-        assert interrupt_process_group(proc), "canvas-assets dev did not stop on Ctrl-C"
+        assert stop_process_group(proc, 90.0, signal.SIGINT), (
+            "canvas-assets dev did not stop on Ctrl-C"
+        )
 
 
 def _visit(page: Page, url: str) -> None:

@@ -67,22 +67,49 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def stop_process_group(proc: subprocess.Popen, grace_seconds: float = 30.0) -> None:
-    """Stop a Dagster process and everything it started (code server, run workers): SIGTERM,
-    which each handles as a shutdown (run workers record the interruption); whatever is still
-    alive after the grace period is killed."""
+def stop_process_group(
+    proc: subprocess.Popen, grace_seconds: float = 30.0, signum: int = signal.SIGTERM
+) -> bool:
+    """Stop a process and everything it started: ``signum`` to its process group (SIGTERM,
+    which Dagster's processes handle as a shutdown, run workers recording the interruption;
+    SIGINT, the Ctrl-C a user stops ``canvas-assets dev`` with), then whatever is still alive
+    after ``grace_seconds`` is killed. That includes descendants that lead process groups of
+    their own (dev's code servers, webserver and daemon), which would otherwise outlive a
+    killed parent as orphans. False when the process itself had to be killed."""
+    groups = {proc.pid, *_descendant_groups(proc.pid)}  # found by parentage while it lives
     deadline = time.monotonic() + grace_seconds
+    stopped = True
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signum)
+        try:
             proc.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            stopped = False
     # Run workers can outlive their parent for a moment while they record the interruption.
-    while _group_alive(proc.pid) and time.monotonic() < deadline:
+    while any(_group_alive(group) for group in groups) and time.monotonic() < deadline:
         time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
     proc.wait()
+    return stopped
+
+
+def _descendant_groups(pid: int) -> set[int]:
+    """Process groups led by descendants of ``pid`` (those started in sessions of their own)."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return set()
+    groups = set()
+    for child in children:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(child.pid) == child.pid:
+                groups.add(child.pid)
+    return groups
 
 
 def start_dev(
@@ -99,22 +126,6 @@ def start_dev(
             start_new_session=True,
             cwd=cwd,
         )
-
-
-def interrupt_process_group(proc: subprocess.Popen, timeout_seconds: float = 90.0) -> bool:
-    """Stop a process as a user does, with Ctrl-C to its process group, and wait for it; kill
-    the group if it is still running after ``timeout_seconds``. False when it had to be killed."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=timeout_seconds)
-        return True
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return False
 
 
 def wait_until_ready(proc: subprocess.Popen, url: str, timeout_seconds: float = 240.0) -> bool:
