@@ -73,7 +73,10 @@ def test_a_smaller_bucket_is_read_from_the_headers_not_assumed(medium) -> None:
         sandbox.throttle = Throttle(hwm=300.0, maximum=400.0, outflow=2.0)
         session, snapshot = fetch(sandbox)
     assert sandbox.stats.throttled == 0
-    assert session.stats.lowest_rate_limit_remaining < 150  # the small bucket was pressed
+    # A 300-unit bucket admits half the requests in service that the default does: the client
+    # took that from the headers, and still used it to within one request of its reserve (150).
+    assert session.limiter.peak_in_flight <= 5
+    assert session.stats.lowest_rate_limit_remaining < 150 + 50
     assert len(snapshot.courses) == len(expected_semester(medium, SEMESTER)["courses"])
 
 
