@@ -90,6 +90,13 @@ class TableSpec:
         return list(self.model.to_schema().columns)
 
     @property
+    def planning_columns(self) -> tuple[str, ...]:
+        """The columns the writes and applies filter and join on: the ones whose statistics
+        decide their plans (see ``warehouse.writes.analyze_tables``)."""
+        named = ("semester", "institution_id", *self.key, self.course_column, *self.references)
+        return tuple(dict.fromkeys(c for c in (*named, "deleted_at", "source_updated_at") if c))
+
+    @property
     def request_paths(self) -> tuple[str, ...]:
         """Every Canvas path template whose requests read this table's objects."""
         own = (self.source.template,) if self.source is not None else ()
