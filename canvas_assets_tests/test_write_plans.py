@@ -264,8 +264,8 @@ class CollectorWatchingCursor(psycopg.Cursor):
 
 def test_a_write_holds_off_the_garbage_collector_while_copying_and_restores_it(warehouse) -> None:
     """Without this, a semester's row tuples set off the cyclic collector inside the write: a
-    full collection over the heap of a process that had read a semester before took 73–95 ms
-    of a medium write's 150–180 ms. A caller that turned the collector off must find it off."""
+    full collection over the heap of a process that had read a semester before took 73–103 ms
+    of a medium write's 152–190 ms. A caller that turned the collector off must find it off."""
     schema = warehouse.table_schema()
     frames = _frames("2026SP", 100)
     with warehouse.connect() as conn:

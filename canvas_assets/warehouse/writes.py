@@ -77,12 +77,12 @@ def _python_rows(df: pd.DataFrame) -> Iterator[tuple]:
 
 
 @contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
+def _cyclic_gc_paused() -> Iterator[None]:
     """Hold off Python's cyclic garbage collector while a write turns rows into tuples.
 
     Every row tuple counts towards a collection, so a semester's rows set off full collections
     that walk the whole heap: with a previous semester's objects alive, one landed in a medium
-    write and took 73–95 ms of its 150–180 ms. Row tuples hold no cycles and are freed by
+    write and took 73–103 ms of its 152–190 ms. Row tuples hold no cycles and are freed by
     reference counting, so holding collections off loses nothing. A caller that turned the
     collector off itself keeps it off."""
     was_enabled = gc.isenabled()
@@ -186,7 +186,7 @@ def upsert_rows(
     """
     columns = [*df.columns, "source_updated_at"]
     rows = (row + (observed_at,) for row in _python_rows(df))
-    with cyclic_gc_paused():
+    with _cyclic_gc_paused():
         temp = _copy_to_temp(conn, schema, table, columns, rows, key)
     target = _table(schema, table)
     counts = WriteCounts(rows=len(df))
