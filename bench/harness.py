@@ -10,7 +10,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,8 +19,8 @@ import psycopg
 import requests
 from psycopg import sql
 
-from canvas_assets.sandbox.model import Floor, TermShape, term_floor
-from canvas_assets.tools.processes import free_port
+from canvas_devstack.processes import free_port
+from canvas_sandbox.model import Floor, TermShape, term_floor
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
@@ -152,12 +151,3 @@ def dagster_backfill(sandbox: Sandbox, db_url: str, schema: str, workdir: Path) 
     result["partition_s"] = sum(phases.values())
     result["launch_s"] = result["wall_s"] - (result["step_s"] or result["partition_s"])
     return result
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(interval)
-    raise TimeoutError(f"not done after {timeout} s")

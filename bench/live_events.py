@@ -32,17 +32,17 @@ from canvas_assets.live_events.poll import poll_queue
 from canvas_assets.live_events.route import route_pending
 from canvas_assets.live_events.sqs import SQSQueueResource
 from canvas_assets.live_events.store import pending_semesters
-from canvas_assets.sandbox import (
+from canvas_assets.warehouse import WarehouseResource
+from canvas_assets.warehouse.status import recorded_sync
+from canvas_devstack.processes import free_port, start_dev, stop_process_group
+from canvas_sandbox import (
     ChangeDriver,
     SandboxServer,
     envelope,
     generate_institution,
     rename_course,
 )
-from canvas_assets.sandbox import global_id as canvas_global_id
-from canvas_assets.tools.processes import free_port, start_dev, stop_process_group
-from canvas_assets.warehouse import WarehouseResource
-from canvas_assets.warehouse.status import recorded_sync
+from canvas_sandbox import global_id as canvas_global_id
 
 from .harness import ROOT, TOKEN, drop_schema, new_schema
 

@@ -41,12 +41,12 @@ from canvas_assets.live_events.land import land_messages
 from canvas_assets.live_events.poll import LAND_CHUNK, poll_queue
 from canvas_assets.live_events.route import route_pending
 from canvas_assets.live_events.sqs import SQSQueueResource
-from canvas_assets.live_events.store import count_pending
-from canvas_assets.sandbox import SandboxServer, envelope, generate_institution, global_id
-from canvas_assets.tools.processes import free_port
+from canvas_assets.live_events.store import stream_counts
 from canvas_assets.warehouse import WarehouseResource
 from canvas_assets.warehouse.embedded import embedded_database_url
 from canvas_assets.warehouse.status import recorded_sync
+from canvas_devstack.processes import free_port
+from canvas_sandbox import SandboxServer, envelope, generate_institution, global_id
 
 TOKEN = "load-token"
 CREDENTIALS = {"aws_access_key_id": "load", "aws_secret_access_key": "load"}
@@ -174,7 +174,7 @@ def route_and_apply(
                 conn, schema, session, imported, term, datetime.now(UTC)
             )
             apply_seconds = time.perf_counter() - began
-        waiting = count_pending(conn, schema)
+        waiting = stream_counts(conn, schema, datetime.now(UTC)).pending
     return {
         "route_ticks": len(ticks), "route_seconds": round(sum(s for _, s in ticks), 1),
         "routed": sum(r.routed for r, _ in ticks), "canvas_lookups": lookups,

@@ -11,7 +11,7 @@ nothing).
 
 **Setup.** The Canvas sandbox runs in its own process (`canvas-assets sandbox --latency-ms 50
 --server-time --keep-alive --cache-pages`): every request takes 50 ms plus its cost in seconds
-inside Canvas (the cost model of `canvas_assets/sandbox/throttle.py`: CPU + DB seconds, more for
+inside Canvas (the cost model of `local/canvas_sandbox/throttle.py`: CPU + DB seconds, more for
 larger pages), Canvas's throttle is on (high-water mark 600, 50 units up front per request being
 served, 10 units/s outflow), connections are kept open and rendered pages are cached so that the
 sandbox is not what is measured (its own CPU time is reported). PostgreSQL is the embedded
@@ -19,7 +19,7 @@ server. Each backfill is a real Dagster run launched with `dagster asset materia
 cost of launching it is reported apart); the first backfill of each repeat writes into an empty
 schema (no statistics), the re-run into the same schema right after.
 
-**The floor** (`canvas_assets/sandbox/model.py`) is the least time any client can read the term
+**The floor** (`local/canvas_sandbox/model.py`) is the least time any client can read the term
 in, from the sandbox's own model: the larger of the chain of `next` links (terms, then the course
 list page by page, then the last course's lists; the account user list from both ends), the
 time Canvas spends serving every request divided by the 11 it serves at once (600 / 50, counting

@@ -47,8 +47,8 @@ from bench.harness import (
 )
 from bench.live_events import apply_throughput, daemon_latency, landing_throughput
 from bench.sequential import read_term
-from canvas_assets.sandbox.institution import size_spec
-from canvas_assets.sandbox.model import TermShape, pages
+from canvas_sandbox.institution import size_spec
+from canvas_sandbox.model import TermShape, pages
 
 FULL_SIZES = [("medium", 1.0), ("medium", 4.0), ("medium", 16.0), ("university", 1.0)]
 QUICK_SIZES = [("small", 1.0)]
@@ -185,7 +185,7 @@ def live_events(args, db_url: str, workdir: Path) -> dict:
 
     from moto.server import ThreadedMotoServer
 
-    from canvas_assets.tools.processes import free_port
+    from canvas_devstack.processes import free_port
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request
     port = free_port()

@@ -2,6 +2,6 @@
 
 import sys
 
-from canvas_assets.tools.cli import main
+from canvas_assets.commands.cli import main
 
 sys.exit(main())

@@ -1,4 +1,5 @@
-"""The single Dagster entry point of canvas-assets: ``defs``, built from the environment once.
+"""The single Dagster entry point of canvas-assets: ``defs``, built from the environment when
+Dagster loads the code location (``@dg.definitions``: importing this module reads nothing).
 
 ``build_definitions(settings)`` builds one institution's code location; several, each with its
 own ``CANVAS_INSTITUTION``, can share one Dagster instance (see DEPLOYMENT.md).
@@ -42,4 +43,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
 
 
-defs = build_definitions(Settings.from_env())
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(Settings.from_env())

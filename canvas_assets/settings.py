@@ -54,15 +54,11 @@ _IDENTIFIER_RULE = (
 
 
 def validate_schema_name(schema: str) -> str:
+    """The schema name, if it is a plain PostgreSQL identifier; else a SettingError naming
+    CANVAS_WAREHOUSE_SCHEMA (also the rule of the ``warehouse_schema`` setting)."""
     if not _IDENTIFIER.match(schema):
         raise SettingError(f"CANVAS_WAREHOUSE_SCHEMA {_IDENTIFIER_RULE}, got {schema!r}.")
     return schema
-
-
-def _schema(value: str) -> str:
-    if not _IDENTIFIER.match(value):
-        raise ValueError(_IDENTIFIER_RULE)
-    return value
 
 
 def _comma_list(value: object) -> object:
@@ -98,7 +94,7 @@ def _home(value: object) -> object:
 SemesterPatterns = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
 CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
 InstitutionName = Annotated[str, AfterValidator(_institution)]
-SchemaName = Annotated[str, AfterValidator(_schema)]
+SchemaName = Annotated[str, AfterValidator(validate_schema_name)]
 Cron = Annotated[str, AfterValidator(_cron)]
 StateDir = Annotated[Path, BeforeValidator(_home)]
 
@@ -191,6 +187,10 @@ def _describe(exc: ValidationError) -> str:
     """One line per bad variable: its name, what it must be, and the value given."""
     lines = []
     for error in exc.errors():
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, SettingError):  # already names its variable and value
+            lines.append(str(cause))
+            continue
         name = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{name}: {message}; got {error.get('input')!r}.")

@@ -18,10 +18,10 @@ from psycopg import sql
 
 from canvas_assets.canvas import CanvasResource
 from canvas_assets.live_events.sqs import SQSQueueResource
-from canvas_assets.sandbox import SandboxServer, generate_institution
-from canvas_assets.tools.processes import free_port
 from canvas_assets.warehouse import WarehouseResource
 from canvas_assets.warehouse.embedded import ensure_database
+from canvas_devstack.processes import free_port
+from canvas_sandbox import SandboxServer, generate_institution
 
 SANDBOX_TOKEN = "test-token"
 # Hypothesis profiles, the CANVAS_RELIABILITY_PROFILE knob and the `figures` fixture.

@@ -25,6 +25,8 @@ from canvas_assets.live_events.sqs import SQSQueueResource
 from canvas_assets.live_events.store import pending_semesters
 from canvas_assets.warehouse import WarehouseResource
 
+from .stages import at_stages
+
 PAUSE_SETTING = "canvas_crash.pause_seconds"  # read by the test schema's trigger
 
 
@@ -57,8 +59,9 @@ def work(config: dict) -> None:
             return request(*args, **kwargs)
 
         session._request = counted  # type: ignore[method-assign]
-        poll_queue(queue, queue.client(), conn, schema, 5.0, receivers=2, chunk=10, hook=killer)
-        route_pending(conn, schema, session, tuple(config["target"]), hook=killer)
+        with at_stages(killer):
+            poll_queue(queue, queue.client(), conn, schema, 5.0, receivers=2, chunk=10)
+            route_pending(conn, schema, session, tuple(config["target"]))
         phase[0] = "apply"
         if config.get("kill") == ("apply-write", 1):
             conn.execute("SELECT set_config(%s, '2', false)", (PAUSE_SETTING,))

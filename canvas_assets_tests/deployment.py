@@ -36,11 +36,8 @@ def load_yaml(path: Path) -> dict:
 
 
 def project_instance_config() -> dict:
-    """The project's own dagster.yaml (the dev stack's), wherever this checkout keeps it."""
-    for candidate in (ROOT / "canvas_assets" / "tools" / "dagster.yaml", ROOT / "dagster.yaml"):
-        if candidate.is_file():
-            return load_yaml(candidate)
-    raise AssertionError("the project's dagster.yaml is neither in canvas_assets/tools nor root")
+    """The project's own dagster.yaml, at the project root (the dev stack's instance)."""
+    return load_yaml(ROOT / "dagster.yaml")
 
 
 def database_url(server_url: str, database: str, user: str | None = None) -> str:

@@ -4,7 +4,7 @@ import dagster as dg
 import pytest
 from psycopg import sql
 
-from canvas_assets.definitions import defs
+from canvas_assets import definitions
 from canvas_assets.defs.jobs import build_jobs
 from canvas_assets.defs.sensors.auto_import import (
     build_semester_auto_import_sensor,
@@ -93,6 +93,7 @@ def test_sensor_adds_new_term_partitions_and_requests_backfills(
 
 def test_definitions_load_with_lineage_and_running_sensors() -> None:
     """Without this, a broken entry point or lineage would only show up in the UI."""
+    defs = definitions.defs()
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     parents = {
@@ -113,12 +114,13 @@ def test_reconciliation_picks_the_semesters_running_now() -> None:
     from datetime import UTC, datetime
 
     from canvas_assets.defs.schedules import current_semesters
+    from canvas_assets.warehouse.reads import TermDates
 
     terms = [
-        ("2025FA", datetime(2025, 8, 25, tzinfo=UTC), datetime(2025, 12, 19, tzinfo=UTC)),
-        ("2026SP", datetime(2026, 1, 12, tzinfo=UTC), datetime(2026, 5, 15, tzinfo=UTC)),
-        ("2026FA", datetime(2026, 8, 24, tzinfo=UTC), datetime(2026, 12, 18, tzinfo=UTC)),
-        ("term-1", None, None),
+        TermDates("2025FA", datetime(2025, 8, 25, tzinfo=UTC), datetime(2025, 12, 19, tzinfo=UTC)),
+        TermDates("2026SP", datetime(2026, 1, 12, tzinfo=UTC), datetime(2026, 5, 15, tzinfo=UTC)),
+        TermDates("2026FA", datetime(2026, 8, 24, tzinfo=UTC), datetime(2026, 12, 18, tzinfo=UTC)),
+        TermDates("term-1", None, None),
     ]
     partitions = ["2025FA", "2026SP", "2026FA", "term-1"]
     assert current_semesters(terms, datetime(2026, 11, 23, tzinfo=UTC), partitions) == ["2026FA"]

@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from canvas_assets.sandbox import ChangeDriver, generate_institution
-from canvas_assets.tools.local_pieces import load_institution, save_institution
+import pytest
+
+from canvas_devstack.local_pieces import load_institution, save_institution
+from canvas_sandbox import ChangeDriver, generate_institution
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -20,19 +22,23 @@ def _clean_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_dagster_cli_loads_the_package_in_the_project_folder(tmp_path) -> None:
-    """Without this, `dagster … -m canvas_assets` found no Definitions, and any dagster command
-    in the project folder failed on the dev stack's instance config (CANVAS_DAGSTER_PG_URL)."""
+def test_dagster_cli_in_the_project_folder_finds_the_code_location_and_instance_settings(
+    tmp_path,
+) -> None:
+    """Without this, a `dagster` command in the project folder (which reads the project's
+    dagster.yaml beside its throwaway storage) could fail on settings only the dev stack can
+    satisfy, or find no code location without `-m`."""
     result = subprocess.run(
-        [str(BIN / "dagster"), "definitions", "validate", "-m", "canvas_assets"],
+        [str(BIN / "dagster"), "definitions", "validate"],
         cwd=PROJECT, env=_clean_env(tmp_path), capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "All code locations passed validation" in output
-    assert "CANVAS_DAGSTER_PG_URL" not in output
+    assert "Validation successful for code location canvas_assets" in output
+    assert "dagster.yaml" not in output and "CANVAS_DAGSTER_PG_URL" not in output
 
 
+@pytest.mark.slow  # two `dg` processes loading the code location
 def test_dg_checks_and_lists_the_definitions(tmp_path) -> None:
     """Without this, `dg check defs` / `dg list defs` (what Dagster's docs now teach) would not
     find the project."""

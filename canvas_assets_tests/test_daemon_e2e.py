@@ -9,13 +9,16 @@ import uuid
 
 import psutil
 import psycopg
+import pytest
 from psycopg import sql
 
-from canvas_assets.tools.processes import free_port, start_dev, stop_process_group
 from canvas_assets.warehouse.embedded import ensure_database
+from canvas_devstack.processes import free_port, start_dev, stop_process_group
 
 from .stack import database_url, services_env
 from .truth import rename_course_in_canvas, semester_of
+
+pytestmark = pytest.mark.slow  # the whole local stack with Dagster's daemon
 
 
 def _wait_for(query, params, expected, conn, timeout: float, proc) -> float:

@@ -11,7 +11,7 @@ import time
 
 import psutil
 
-from canvas_assets.tools.processes import exclusive_lock, stop_process_group
+from canvas_devstack.processes import exclusive_lock, stop_process_group
 
 
 def test_second_dev_stack_on_the_same_state_folder_refuses_clearly(tmp_path) -> None:
@@ -34,7 +34,7 @@ def test_cli_rejects_bad_settings_with_the_variable_name(tmp_path) -> None:
     """Without this, a typo in a setting would surface as a traceback deep in Dagster."""
     env = {**os.environ, "CANVAS_RECONCILE_CRON": "nightly"}
     result = subprocess.run(
-        [sys.executable, "-c", "import canvas_assets.definitions"],
+        [sys.executable, "-c", "from canvas_assets import definitions; definitions.defs()"],
         env=env,
         capture_output=True,
         text=True,

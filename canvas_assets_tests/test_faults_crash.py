@@ -21,16 +21,19 @@ import pytest
 from psycopg import sql
 
 from canvas_assets.live_events.parse import parse_message
-from canvas_assets.sandbox import ChangeDriver
+from canvas_sandbox import ChangeDriver
 
 from . import crash_worker
+from .backfills import backfill, real_semesters
 from .conftest import SANDBOX_TOKEN
 from .reliability import scale
-from .test_backfill import backfill, real_semesters
 from .truth import expected_semester, warehouse_semester
 
 # A hang under injected faults fails fast instead of eating the CI budget.
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.slow,
+]  # heavy reliability: SIGKILLs at every stage
 
 STAGES = (
     "received",

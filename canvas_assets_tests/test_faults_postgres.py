@@ -28,11 +28,14 @@ from canvas_assets.live_events.route import route_pending
 from canvas_assets.warehouse import WarehouseResource, status
 from canvas_assets.warehouse.embedded import ensure_database
 
-from .test_backfill import backfill, real_semesters, table_snapshot
+from .backfills import backfill, real_semesters, table_snapshot
 from .truth import expected_semester, rename_course, rename_course_in_canvas, warehouse_semester
 
 # A hang under injected faults fails fast instead of eating the CI budget.
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.slow,
+]  # heavy reliability: PostgreSQL killed and restarted
 
 
 class OwnPostgres:

@@ -19,10 +19,15 @@ from psycopg import sql
 from canvas_assets.live_events.parse import parse_message
 from canvas_assets.live_events.poll import poll_queue
 from canvas_assets.live_events.sqs import SQSQueueResource
-from canvas_assets.sandbox import ChangeDriver
+from canvas_sandbox import ChangeDriver
+
+from .stages import at_stages
 
 # A hang under injected faults fails fast instead of eating the CI budget.
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.slow,
+]  # heavy reliability: SQS outages and redelivery
 
 
 class FlakyProxy:
@@ -171,10 +176,9 @@ def test_a_briefly_unreachable_queue_loses_nothing_and_the_tick_says_so(
             threading.Timer(2.5, proxy.set_down, args=(False,)).start()
 
     schema = warehouse.table_schema()
+    with warehouse.connect() as conn, at_stages(cut):
+        first = poll_queue(flaky, flaky.client(), conn, schema, budget_seconds=6, chunk=10)
     with warehouse.connect() as conn:
-        first = poll_queue(
-            flaky, flaky.client(), conn, schema, budget_seconds=6, chunk=10, hook=cut
-        )
         time.sleep(2.5)  # undeleted messages come back after the visibility timeout
         second = poll_queue(flaky, flaky.client(), conn, schema, budget_seconds=20)
     assert outage.is_set() and proxy.dropped > 0

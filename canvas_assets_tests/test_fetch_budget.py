@@ -13,9 +13,9 @@ import pytest
 
 from canvas_assets.canvas import CanvasResource
 from canvas_assets.canvas.fetch import fetch_semester, fetch_terms, find_term
-from canvas_assets.sandbox import SandboxServer, generate_institution
-from canvas_assets.sandbox.throttle import Throttle
 from canvas_assets.tables.mapping import Enrollment
+from canvas_sandbox import SandboxServer, generate_institution
+from canvas_sandbox.throttle import Throttle
 
 from .truth import expected_semester
 
@@ -65,6 +65,7 @@ def test_a_semester_is_read_at_the_buckets_budget_and_never_throttled(medium) ->
     assert set(snapshot.users) == set(expected["users"])
 
 
+@pytest.mark.slow  # a semester read through a small bucket
 def test_a_smaller_bucket_is_read_from_the_headers_not_assumed(medium) -> None:
     """Without this, a Canvas whose throttle is configured tighter than the defaults (Canvas
     lets administrators set each client's bucket) would throttle a client that assumes 600:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import psycopg
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
@@ -29,11 +30,13 @@ from canvas_assets.live_events.parse import (
     parse_message,
 )
 from canvas_assets.live_events.store import storable
-from canvas_assets.sandbox import envelope, global_id
 from canvas_assets.settings import Settings
+from canvas_sandbox import envelope, global_id
 
 from .hostile import ISSUE_BODIES, hostile_messages, valid_envelopes
 from .truth import expected_semester, semester_of
+
+pytestmark = pytest.mark.slow  # heavy reliability: generated hostile messages
 
 TALLY: Counter[str] = Counter()
 

@@ -10,8 +10,8 @@ from psycopg import sql
 
 from canvas_assets.warehouse import WarehouseResource
 
+from .backfills import backfill, real_semesters
 from .deployment import database_url, roles_from_roles_sql, unique
-from .test_backfill import backfill, real_semesters
 from .truth import expected_semester, warehouse_semester
 
 SCHEMA = "canvas"  # the schema roles.sql gives the warehouse role (named in the SQL below)

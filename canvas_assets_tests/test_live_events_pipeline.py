@@ -13,6 +13,7 @@ from psycopg import sql
 
 from canvas_assets.canvas import CanvasRequestError
 from canvas_assets.canvas.fetch import fetch_terms, find_term
+from canvas_assets.commands.cli import main as cli_main
 from canvas_assets.defs.apply import APPLY_JOB, build_apply_job
 from canvas_assets.defs.sensors.live_events import (
     apply_run_config,
@@ -27,13 +28,12 @@ from canvas_assets.live_events.poll import poll_queue
 from canvas_assets.live_events.route import route_pending
 from canvas_assets.live_events.sqs import SQSQueueResource
 from canvas_assets.live_events.store import pending_semesters
-from canvas_assets.sandbox import ChangeDriver, envelope, global_id, send_envelopes
-from canvas_assets.sandbox import rename_course as renamed_with_event
 from canvas_assets.settings import Settings
-from canvas_assets.tools.cli import main as cli_main
+from canvas_sandbox import ChangeDriver, envelope, global_id, send_envelopes
+from canvas_sandbox import rename_course as renamed_with_event
 
+from .backfills import backfill, real_semesters
 from .conftest import SANDBOX_TOKEN
-from .test_backfill import backfill, real_semesters
 from .truth import (
     expected_semester,
     first_course,
@@ -95,6 +95,7 @@ def live_event_rows(db, warehouse) -> list[tuple]:
     ).fetchall()
 
 
+@pytest.mark.slow  # minutes of random changes, the inner loop does without
 def test_random_changes_with_duplicates_disorder_and_redelivery_converge(
     canvas, warehouse, db, institution, instance, queue
 ) -> None:
@@ -182,6 +183,7 @@ def test_older_event_never_overwrites_newer_data_and_deletion_sticks(
     assert row == (course["name"], True)
 
 
+@pytest.mark.slow  # a killed process and SQS's visibility timeout
 def test_crash_between_landing_and_deleting_loses_nothing_and_applies_once(
     canvas, warehouse, db, institution, instance, queue
 ) -> None:
@@ -199,12 +201,14 @@ def test_crash_between_landing_and_deleting_loses_nothing_and_applies_once(
         from canvas_assets.live_events.poll import poll_queue
         from canvas_assets.live_events.sqs import SQSQueueResource
         from canvas_assets.warehouse import WarehouseResource
+        from canvas_assets_tests.stages import at_stages
         queue = SQSQueueResource(**{queue.model_dump()!r})
         warehouse = WarehouseResource(url={warehouse.url!r}, schema_name={warehouse.schema_name!r})
-        def die(messages):
-            os.kill(os.getpid(), signal.SIGKILL)  # landed and committed, not yet deleted
-        with warehouse.connect() as conn:
-            poll_queue(queue, queue.client(), conn, {warehouse.table_schema()!r}, after_landing=die)
+        def die(stage):
+            if stage == "landed":  # landed and committed, not yet deleted
+                os.kill(os.getpid(), signal.SIGKILL)
+        with warehouse.connect() as conn, at_stages(die):
+            poll_queue(queue, queue.client(), conn, {warehouse.table_schema()!r})
         """
     )
     crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
@@ -226,6 +230,7 @@ def test_crash_between_landing_and_deleting_loses_nothing_and_applies_once(
     assert_converged(db, warehouse, institution, real_semesters(institution)[:1])
 
 
+@pytest.mark.slow  # a failed apply, then the visibility timeout
 def test_failed_apply_leaves_events_pending_then_applies_them_once(
     canvas, warehouse, db, institution, instance, queue, sandbox
 ) -> None:
@@ -489,6 +494,7 @@ def test_messages_postgres_refuses_are_quarantined_without_failing_their_batch(
     assert landed == [("m4", 12)]
 
 
+@pytest.mark.slow  # a failed apply run, then its retry
 def test_a_failed_apply_run_is_retried_by_the_sensor_after_a_delay(
     canvas, warehouse, db, institution, instance, queue, sandbox
 ) -> None:
@@ -523,12 +529,10 @@ def test_a_failed_apply_run_is_retried_by_the_sensor_after_a_delay(
     with warehouse.connect() as conn:
         pending = pending_semesters(conn, schema)
     assert list(pending) == [semester]
-    runs = recent_apply_runs(instance, pending)
+    runs = recent_apply_runs(instance, pending, ONE_PASS)
     assert [(r.finished, r.failed) for r in runs[semester]] == [(True, True)]
-    assert live_event_run_requests(pending, runs) == []  # waits before retrying
-    retry = live_event_run_requests(
-        pending, runs, now=time.time() + retry_delay(1) + 1, settings=ONE_PASS
-    )
+    assert live_event_run_requests(ONE_PASS, pending, runs, time.time()) == []  # waits to retry
+    retry = live_event_run_requests(ONE_PASS, pending, runs, time.time() + retry_delay(1) + 1)
     assert [r.run_key for r in retry] == [f"{first.run_requests[0].run_key}:retry-1"]
     status = db.execute(
         sql.SQL(

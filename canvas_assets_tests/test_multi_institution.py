@@ -9,9 +9,9 @@ import pytest
 from canvas_assets.canvas import CanvasResource
 from canvas_assets.definitions import build_definitions
 from canvas_assets.defs.namespace import Namespace
-from canvas_assets.sandbox import SandboxServer, generate_institution
 from canvas_assets.settings import Settings
 from canvas_assets.warehouse import WarehouseResource
+from canvas_sandbox import SandboxServer, generate_institution
 
 from .conftest import SANDBOX_TOKEN
 from .truth import expected_semester, semester_of, warehouse_semester

@@ -24,11 +24,13 @@ import requests
 import yaml
 from psycopg import sql
 
-from canvas_assets.tools.processes import free_port
+from canvas_devstack.processes import free_port
 
 from .deployment import DEPLOY, roles_from_roles_sql, storage_env
 from .stack import services_env
 from .truth import rename_course_in_canvas, semester_of
+
+pytestmark = pytest.mark.slow  # Dagster's production processes, each on its own
 
 BIN = Path(sys.executable).parent
 SEMESTER_JOB = "canvas_semester_sync"

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from canvas_assets.sandbox import envelope, global_id
+from canvas_assets.commands.replay import PROGRESS_FROM, ReplayFileError, read_records, run_replay
 from canvas_assets.settings import Settings
-from canvas_assets.tools.replay import PROGRESS_FROM, ReplayFileError, read_records, run_replay
+from canvas_sandbox import envelope, global_id
 
+from .backfills import backfill, real_semesters
 from .conftest import SANDBOX_TOKEN
 from .hostile import ISSUE_BODIES
-from .test_backfill import backfill, real_semesters
 from .truth import expected_semester
 
 
@@ -158,7 +158,7 @@ class _Terminal(io.StringIO):
 def test_replay_shows_a_progress_bar_on_big_files(warehouse, tmp_path, replay_env) -> None:
     """Without this, replaying a large dead-letter archive prints nothing for minutes and looks
     hung."""
-    from canvas_assets.tools.replay import replay, resources
+    from canvas_assets.commands.replay import replay, resources
 
     path = tmp_path / "big.jsonl"
     stamp = "2026-09-01T12:00:00Z"
@@ -173,7 +173,7 @@ def test_replay_shows_a_progress_bar_on_big_files(warehouse, tmp_path, replay_en
     terminal = _Terminal()
     report = replay([Path(path)], canvas, resource, replay_env, err=terminal)
     assert (
-        report.line()
+        report.summary()
         == f"read {PROGRESS_FROM}: applied 0, duplicate 0, skipped {PROGRESS_FROM}, quarantined 0"
     )
     assert "landing: 100%" in terminal.getvalue()

@@ -11,15 +11,15 @@ from datetime import datetime
 import pytest
 import requests
 
-from canvas_assets.sandbox import (
+from canvas_sandbox import (
     SHARD_ID,
     ChangeDriver,
     SandboxServer,
     generate_institution,
     global_id,
 )
-from canvas_assets.sandbox.institution import Institution
-from canvas_assets.sandbox.throttle import LeakyBucket
+from canvas_sandbox.institution import Institution
+from canvas_sandbox.throttle import LeakyBucket
 
 TOKEN = "fidelity-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

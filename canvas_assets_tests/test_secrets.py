@@ -19,10 +19,10 @@ from canvas_assets.defs.apply import build_apply_job
 from canvas_assets.defs.assets import build_semester_tables
 from canvas_assets.defs.resources import build_resources
 from canvas_assets.defs.sensors.live_events import build_live_events_sensor
-from canvas_assets.sandbox import SandboxServer, envelope, global_id, send_envelopes
 from canvas_assets.settings import Settings
+from canvas_sandbox import SandboxServer, envelope, global_id, send_envelopes
 
-from .test_backfill import real_semesters
+from .backfills import real_semesters
 from .truth import expected_semester
 
 # A hang under injected faults fails fast instead of eating the CI budget.
@@ -61,6 +61,7 @@ def _instance_text(instance: dg.DagsterInstance, home: Path) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow  # scans everything a backfill, apply and sensor leave behind
 def test_the_token_and_the_database_password_appear_nowhere(
     institution, postgres_url, sqs_endpoint, queue, tmp_path, monkeypatch, capfd, caplog, figures
 ) -> None:

@@ -13,10 +13,10 @@ from canvas_assets.defs.checks import LAG_CHECK, QUARANTINE_CHECK, STALL_CHECK
 from canvas_assets.defs.jobs import build_jobs
 from canvas_assets.defs.sensors.auto_import import build_semester_auto_import_sensor
 from canvas_assets.defs.sensors.live_events import build_live_events_sensor
-from canvas_assets.sandbox import envelope, global_id, send_envelopes
 from canvas_assets.settings import Settings
+from canvas_sandbox import envelope, global_id, send_envelopes
 
-from .test_backfill import real_semesters
+from .backfills import real_semesters
 from .truth import expected_semester
 
 SETTINGS = Settings(apply_run_window_seconds=0)

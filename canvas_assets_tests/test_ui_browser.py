@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 from psycopg import sql
 
-from canvas_assets.tools.processes import (
+from canvas_devstack.processes import (
     free_port,
     start_dev,
     stop_process_group,
@@ -25,6 +25,8 @@ from canvas_assets.tools.processes import (
 
 from .stack import services_env
 from .truth import semester_of
+
+pytestmark = pytest.mark.slow  # a real browser against the whole local stack
 
 CHROMIUM = os.environ.get("CANVAS_TEST_CHROMIUM", "/usr/bin/chromium")
 # As the probe of this machine kind found: without these, chromium's background connections are

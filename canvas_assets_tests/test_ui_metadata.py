@@ -12,11 +12,11 @@ from canvas_assets.defs.namespace import Namespace
 from canvas_assets.defs.reporting import column_schema
 from canvas_assets.live_events.land import land_messages
 from canvas_assets.live_events.route import route_pending
-from canvas_assets.sandbox import rename_course as renamed_with_event
 from canvas_assets.settings import Settings
 from canvas_assets.tables import SEMESTER_TABLES, TERMS
+from canvas_sandbox import rename_course as renamed_with_event
 
-from .test_backfill import backfill, materialization_metadata, real_semesters
+from .backfills import backfill, materialization_metadata, real_semesters
 from .truth import expected_semester, first_course
 
 ONE_PASS = Settings(apply_run_window_seconds=0)

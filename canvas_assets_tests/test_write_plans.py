@@ -21,7 +21,7 @@ import pytest
 from psycopg import sql
 
 from canvas_assets.tables import SEMESTER_TABLES
-from canvas_assets.tables.models import frame
+from canvas_assets.tables.columns import frame
 from canvas_assets.warehouse.writes import analyze_tables, write_courses, write_semester
 
 ROWS = 3_000  # enough that an index lookup is far cheaper than a scan, for any planner

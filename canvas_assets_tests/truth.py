@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from canvas_assets.sandbox import rename_course as renamed_with_event
-from canvas_assets.sandbox import send_envelopes
+from canvas_sandbox import rename_course as renamed_with_event
+from canvas_sandbox import send_envelopes
 
 ACTIVE_STUDENT_STATES = {"active", "invited"}
 SYNCED_ENROLLMENT_STATES = {"active", "invited", "creation_pending", "completed", "inactive"}

@@ -35,9 +35,9 @@ from canvas_assets.canvas import CanvasResource
 from canvas_assets.canvas.fetch import fetch_terms
 from canvas_assets.defs.assets import build_semester_tables
 from canvas_assets.settings import Settings
-from canvas_assets.tools.processes import free_port
 from canvas_assets.warehouse import WarehouseResource
 from canvas_assets.warehouse.embedded import ensure_database
+from canvas_devstack.processes import free_port
 
 DEPLOY = Path(__file__).resolve().parent
 TOKEN = "capacity-token"

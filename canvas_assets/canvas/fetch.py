@@ -175,7 +175,6 @@ class People:
     def __init__(self, session: CanvasSession, plan: PeoplePlan = PeoplePlan()) -> None:
         self.session = session
         self.plan = plan
-        self.pages_read = 0
         self.single_gets = 0
         # Everyone the list returned so far, enrolled or not (an account can hold many times
         # the semester's people): the fields the warehouse uses, as tuples to stay small.
@@ -218,8 +217,6 @@ class People:
 
     def _keep(self, users: list[dict], end: str | None) -> None:
         """Under the lock: remember what a page of one ``end`` of the list, or a GET, returned."""
-        if end is not None:
-            self.pages_read += 1
         for user in users:
             user_id = int(user["id"])
             if end is not None:
@@ -273,20 +270,6 @@ def _middle_out(items: list[int]) -> list[int]:
     middle = len(items) // 2
     right, left = items[middle:], items[:middle][::-1]
     return [item for pair in zip_longest(right, left) for item in pair if item is not None]
-
-
-def fetch_users(session: CanvasSession, user_ids: set[int]) -> dict[int, dict]:
-    """Users with email (see ``People``)."""
-    if not user_ids:
-        return {}
-    people = People(session)
-    pool = _pool(session)
-    try:
-        people.start()
-        return people.finish({user_id: "" for user_id in user_ids}, pool)
-    finally:
-        people.stop()
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def fetch_user_or_none(session: CanvasSession, user_id: int) -> dict | None:

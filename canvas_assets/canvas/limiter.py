@@ -39,6 +39,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from canvas_assets.outcomes import Counts
+
 UP_FRONT_COST = 50.0  # Canvas's default up-front charge per request in service
 OUTFLOW = 10.0  # units per second the bucket drains by default
 NEAR_EDGE = 8  # from this many in flight the limit grows by one a round
@@ -53,14 +55,13 @@ FILL = 3
 
 
 @dataclass
-class CanvasStats:
-    """Counters for one sync run; reported as materialization metadata."""
+class CanvasStats(Counts):
+    """Counters for one session; reported as materialization metadata."""
 
     requests: int = 0
     pages: int = 0
     throttle_waits: int = 0
     retries: int = 0
-    throttle_wait_seconds: float = 0.0
     cost: float = 0.0
     lowest_rate_limit_remaining: float | None = None
     # Requests by path template ("/courses/:id/sections"): which table's reads they were.
@@ -75,11 +76,6 @@ class CanvasStats:
         with self._lock:
             return sum(self.by_path.get(template, 0) for template in templates)
 
-    def add(self, **amounts: float) -> None:
-        with self._lock:
-            for name, amount in amounts.items():
-                setattr(self, name, getattr(self, name) + amount)
-
     def saw_remaining(self, remaining: float) -> None:
         with self._lock:
             if (
@@ -87,14 +83,6 @@ class CanvasStats:
                 or remaining < self.lowest_rate_limit_remaining
             ):
                 self.lowest_rate_limit_remaining = remaining
-
-    def as_metadata(self) -> dict[str, float | int]:
-        return {
-            "canvas_requests": self.requests,
-            "canvas_pages": self.pages,
-            "canvas_throttle_waits": self.throttle_waits,
-            "canvas_retries": self.retries,
-        }
 
 
 @dataclass(order=True)

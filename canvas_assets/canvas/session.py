@@ -86,8 +86,7 @@ def normalize_base_url(base_url: str) -> str:
 
 class _BearerToken(requests.auth.AuthBase):
     """The token in the Authorization header of every request. Set as the session's auth, it
-    also spares requests a look for a ~/.netrc file on every request (a tenth of the client's
-    CPU in a large fetch)."""
+    also spares requests a look for a ~/.netrc file on every request."""
 
     def __init__(self, token: str) -> None:
         self._token = token
@@ -204,7 +203,7 @@ class CanvasSession:
                 self.stats.saw_remaining(remaining)
             if throttled:
                 wait = min(20.0, 0.5 * 2**attempt) * (0.5 + random.random())
-                self.stats.add(throttle_waits=1, throttle_wait_seconds=wait)
+                self.stats.add(throttle_waits=1)
                 if self._log is not None:
                     self._log.info(f"Canvas throttled GET {display}; waiting {wait:.1f}s")
                 time.sleep(wait)

@@ -64,6 +64,7 @@ def _report_pass(
             "events_stale": applied.stale,
             "courses_refreshed": applied.courses_refreshed,
             "courses_gone": applied.courses_gone,
+            "people_refreshed": applied.people_refreshed,
             "events_forwarded": applied.forwarded,
         }
         if spec.name in applied.frames:
@@ -106,7 +107,8 @@ def _one_pass(
         _report_pass(context, namespace, tables, applied, active, semester)
         context.log.info(
             f"Applied {applied.applied} events of {semester} ({applied.stale} stale, "
-            f"{applied.courses_refreshed} courses re-read, {applied.forwarded} forwarded) in "
+            f"{applied.courses_refreshed} courses re-read, {applied.people_refreshed} people "
+            f"refreshed, {applied.forwarded} forwarded) in "
             f"{applied.seconds:.1f} s, {applied.canvas_seconds:.1f} s of it reading Canvas."
         )
     return applied.events

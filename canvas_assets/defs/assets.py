@@ -63,14 +63,14 @@ def build_terms_asset(settings: Settings) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         schema = warehouse.table_schema()
         with canvas.session(context.log) as session, warehouse.connect() as conn:
-            validated, counts = refresh_terms(conn, schema, session, datetime.now(UTC))
+            refreshed = refresh_terms(conn, schema, session, datetime.now(UTC))
             active = active_rows(conn, schema, [TERMS.name])[TERMS.name]
         return dg.MaterializeResult(
             metadata={
-                **write_metadata(counts, active),
+                **write_metadata(refreshed.counts, active),
                 **request_metadata(TERMS, session.stats),
-                "semesters": ", ".join(validated["semester"]),
-                "preview": preview(validated),
+                "semesters": ", ".join(refreshed.terms["semester"]),
+                "preview": preview(refreshed.terms),
             }
         )
 

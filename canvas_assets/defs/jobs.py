@@ -12,7 +12,9 @@ from canvas_assets.defs.namespace import Namespace
 from canvas_assets.settings import Settings
 from canvas_assets.tables import SEMESTER_TABLES, TERMS, TableSpec
 
-if TYPE_CHECKING:  # define_asset_job's return type is not exported by dagster
+# Private import, for type hints only: dagster exports no name for what define_asset_job
+# returns (an asset job resolved when the Definitions load), and no public base class covers it.
+if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import (
         UnresolvedAssetJobDefinition,
     )

@@ -6,7 +6,7 @@ import pandas as pd
 
 from canvas_assets.canvas.limiter import CanvasStats
 from canvas_assets.tables import TableSpec
-from canvas_assets.tables.models import BOOKKEEPING_COLUMNS, sql_type
+from canvas_assets.tables.columns import BOOKKEEPING_COLUMNS, columns, sql_type
 from canvas_assets.warehouse import WriteCounts
 
 PARTITIONING = (
@@ -19,15 +19,15 @@ PARTITIONING = (
 def column_schema(spec: TableSpec) -> dg.TableSchema:
     """The warehouse table's columns: PostgreSQL types and what each holds (Element451 field)."""
     fields = spec.model.to_schema().columns
-    columns = [
+    shown = [
         dg.TableColumn(name, sql_type(spec.model, name), description=fields[name].description)
-        for name in spec.columns
+        for name in columns(spec.model)
     ]
-    columns += [
+    shown += [
         dg.TableColumn(name, kind, description=doc)
         for name, (kind, doc) in BOOKKEEPING_COLUMNS.items()
     ]
-    return dg.TableSchema(columns=columns)
+    return dg.TableSchema(columns=shown)
 
 
 def definition_metadata(spec: TableSpec, schema: str) -> dict[str, object]:

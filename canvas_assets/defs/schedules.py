@@ -11,25 +11,23 @@ from canvas_assets.defs.jobs import Jobs
 from canvas_assets.defs.namespace import Namespace
 from canvas_assets.settings import Settings
 from canvas_assets.warehouse import WarehouseResource
-from canvas_assets.warehouse.reads import term_dates
+from canvas_assets.warehouse.reads import TermDates, term_dates
 
 RECONCILE_MARGIN = timedelta(days=14)
 
 
 def current_semesters(
-    terms: Iterable[tuple[str, datetime | None, datetime | None]],
-    now: datetime,
-    partitions: Iterable[str],
+    terms: Iterable[TermDates], now: datetime, partitions: Iterable[str]
 ) -> list[str]:
     """Partitions whose term runs now (with two weeks' margin either side for late grades)."""
     existing = set(partitions)
     return sorted(
-        semester
-        for semester, start, end in terms
-        if semester in existing
-        and start is not None
-        and start - RECONCILE_MARGIN <= now
-        and (end is None or now <= end + RECONCILE_MARGIN)
+        term.semester
+        for term in terms
+        if term.semester in existing
+        and term.start_at is not None
+        and term.start_at - RECONCILE_MARGIN <= now
+        and (term.end_at is None or now <= term.end_at + RECONCILE_MARGIN)
     )
 
 

@@ -26,6 +26,8 @@ import psycopg
 from canvas_assets.canvas import CanvasSession
 from canvas_assets.canvas.fetch import fetch_courses, fetch_per_course, fetch_user_or_none
 from canvas_assets.live_events import store
+from canvas_assets.live_events.store import EventCopy, PendingEvent
+from canvas_assets.outcomes import Counts
 from canvas_assets.settings import semester_matches
 from canvas_assets.tables import (
     SEMESTER_TABLES,
@@ -57,13 +59,13 @@ class LiveEventsValidationError(RuntimeError):
 
 
 @dataclass
-class ApplyResult:
+class ApplyResult(Counts):
     events: int = 0
     applied: int = 0
     stale: int = 0
     courses_refreshed: int = 0
     courses_gone: int = 0
-    users_refreshed: int = 0
+    people_refreshed: int = 0
     forwarded: int = 0
     counts: dict[str, WriteCounts] = field(default_factory=dict)
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -82,18 +84,19 @@ class Plan:
     outcomes: dict[int, str] = field(default_factory=dict)
 
 
-def classify(events: Sequence[tuple], versions: dict[int, datetime]) -> Plan:
+def classify(events: Sequence[PendingEvent], versions: dict[int, datetime]) -> Plan:
     """Stale events close without a read; the rest name a course to re-read or a person."""
     plan = Plan()
-    for seq, _name, event_time, course_id, user_id in events:
+    for event in events:
+        course_id, event_time = event.course_id, event.event_time
         if course_id is None:  # user_created / user_updated
-            plan.people.add(user_id)
-            plan.outcomes[seq] = "applied"
+            plan.people.add(event.user_id)
+            plan.outcomes[event.seq] = "applied"
         elif course_id in versions and event_time <= versions[course_id] - STALE_MARGIN:
-            plan.outcomes[seq] = "stale"
+            plan.outcomes[event.seq] = "stale"
         else:
             plan.courses[course_id] = max(event_time, plan.courses.get(course_id, event_time))
-            plan.outcomes[seq] = "applied"
+            plan.outcomes[event.seq] = "applied"
     return plan
 
 
@@ -160,18 +163,18 @@ def _canvas_user(row: dict) -> dict:
 def _forward(
     cur: psycopg.Cursor,
     schema: str,
-    events: Sequence[tuple],
+    events: Sequence[PendingEvent],
     plan: Plan,
     moved: dict[int, str],
     target_semesters: tuple[str, ...],
 ) -> int:
     """Route the applied events of courses moved to another (wanted) term on to it."""
     forwarded = [
-        (seq, moved[course_id])
-        for seq, _name, _time, course_id, _user in events
-        if course_id in moved
-        and plan.outcomes[seq] == "applied"
-        and semester_matches(moved[course_id], target_semesters)
+        EventCopy(event.seq, moved[event.course_id])
+        for event in events
+        if event.course_id in moved
+        and plan.outcomes[event.seq] == "applied"
+        and semester_matches(moved[event.course_id], target_semesters)
     ]
     store.copy_events(cur, schema, forwarded)
     return len(forwarded)
@@ -198,7 +201,7 @@ def apply_semester_events(
         result.events = len(events)
         if not events:
             return result
-        named = [e[3] for e in events if e[3] is not None]
+        named = [e.course_id for e in events if e.course_id is not None]
         plan = classify(events, store.course_versions(conn, schema, semester, named))
         if plan.people:
             # Taken before this apply locks any user row, as every such apply does.
@@ -217,7 +220,7 @@ def apply_semester_events(
         with conn.cursor() as cur:
             result.forwarded = _forward(cur, schema, events, plan, moved, target_semesters)
         fetched = add_people(conn, schema, session, snapshot, plan.people)
-        result.users_refreshed = len(fetched)
+        result.people_refreshed = len(fetched)
         result.canvas_seconds = time.perf_counter() - reading
 
         report = validate_semester(

@@ -22,9 +22,15 @@ class StreamHealth:
 
 def stream_health(conn: psycopg.Connection, schema: str, now: datetime) -> StreamHealth:
     """Counts and ages from ``live_events`` and ``live_event_quarantine`` at ``now``."""
-    pending, oldest, last, recent, total = store.stream_counts(conn, schema, now)
+    counts = store.stream_counts(conn, schema, now)
 
     def age(moment: datetime | None) -> float | None:
         return None if moment is None else max(0.0, (now - moment).total_seconds())
 
-    return StreamHealth(int(pending), age(oldest), age(last), int(recent), int(total))
+    return StreamHealth(
+        pending=counts.pending,
+        oldest_pending_seconds=age(counts.oldest_pending_at),
+        since_last_message_seconds=age(counts.last_message_at),
+        quarantined_last_hour=counts.quarantined_last_hour,
+        quarantined_total=counts.quarantined_total,
+    )

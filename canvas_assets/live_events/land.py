@@ -10,13 +10,14 @@ only a lost connection ends the batch (nothing of it is committed, SQS delivers 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import psycopg
 
 from canvas_assets.live_events import store
 from canvas_assets.live_events.parse import QuarantineError, parse_message
+from canvas_assets.outcomes import Counts, first_line
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class Outcome:
 
 
 @dataclass
-class LandResult:
+class LandCounts(Counts):
     """Counts that add up: landed + unknown + duplicates + quarantined + left_for_redrive is
     the number of messages; ``already_quarantined`` is the part of ``quarantined`` seen before."""
 
@@ -49,44 +50,37 @@ class LandResult:
     unknown: int = 0
     already_quarantined: int = 0
     left_for_redrive: int = 0
+
+
+_COUNTED_AS = {
+    LANDED: "landed",
+    UNKNOWN: "unknown",
+    DUPLICATE: "duplicates",
+    LEFT_FOR_REDRIVE: "left_for_redrive",
+    QUARANTINED: "quarantined",
+    ALREADY_QUARANTINED: "quarantined",
+}
+
+
+@dataclass
+class LandResult(LandCounts):
+    """One batch's counts and each message's outcome, in order."""
+
     outcomes: list[Outcome] = field(default_factory=list)
 
-    def add(self, outcome: Outcome) -> None:
+    def record(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
-        if outcome.kind == LANDED:
-            self.landed += 1
-        elif outcome.kind == UNKNOWN:
-            self.unknown += 1
-        elif outcome.kind == DUPLICATE:
-            self.duplicates += 1
-        elif outcome.kind == LEFT_FOR_REDRIVE:
-            self.left_for_redrive += 1
-        else:
-            self.quarantined += 1
-            self.already_quarantined += outcome.kind == ALREADY_QUARANTINED
+        self.add(**{_COUNTED_AS[outcome.kind]: 1})
+        if outcome.kind == ALREADY_QUARANTINED:
+            self.add(already_quarantined=1)
 
     def stored(self) -> list[bool]:
         """Per message: True when it may be deleted from the queue."""
         return [o.kind != LEFT_FOR_REDRIVE for o in self.outcomes]
 
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "landed": self.landed,
-            "duplicates": self.duplicates,
-            "quarantined": self.quarantined,
-            "unknown": self.unknown,
-            "already_quarantined": self.already_quarantined,
-            "left_for_redrive": self.left_for_redrive,
-        }
-
 
 def _connection_lost(conn: psycopg.Connection) -> bool:
     return conn.closed or conn.broken
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _quarantine(
@@ -99,8 +93,8 @@ def _quarantine(
         if _connection_lost(conn):
             raise
         # Logged without the message: it is untrusted and may be huge.
-        log.warning("PostgreSQL refused a quarantine row (%s); left for redrive", _first_line(exc))
-        return Outcome(LEFT_FOR_REDRIVE, reason=f"{reason}; quarantine refused: {_first_line(exc)}")
+        log.warning("PostgreSQL refused a quarantine row (%s); left for redrive", first_line(exc))
+        return Outcome(LEFT_FOR_REDRIVE, reason=f"{reason}; quarantine refused: {first_line(exc)}")
     return Outcome(QUARANTINED if new else ALREADY_QUARANTINED, reason=reason)
 
 
@@ -114,7 +108,7 @@ def land_one(
     except QuarantineError as exc:
         return _quarantine(conn, cur, schema, message_id, raw, str(exc))
     except Exception as exc:  # a parser bug must not stop the stream: keep the message
-        reason = f"could not be parsed ({type(exc).__name__}: {_first_line(exc)})"
+        reason = f"could not be parsed ({first_line(exc, with_type=True)})"
         return _quarantine(conn, cur, schema, message_id, raw, reason)
     try:
         with conn.transaction():
@@ -122,7 +116,7 @@ def land_one(
     except psycopg.Error as exc:
         if _connection_lost(conn):
             raise
-        reason = f"PostgreSQL could not store it: {_first_line(exc)}"
+        reason = f"PostgreSQL could not store it: {first_line(exc)}"
         return _quarantine(conn, cur, schema, message_id, raw, reason)
     if not inserted:
         return Outcome(DUPLICATE, event.event_key)
@@ -130,18 +124,11 @@ def land_one(
 
 
 def land_messages(
-    conn: psycopg.Connection,
-    schema: str,
-    messages: Iterable[tuple[object, str | bytes]],
-    *,
-    before_commit: Callable[[], None] | None = None,
+    conn: psycopg.Connection, schema: str, messages: Iterable[tuple[object, str | bytes]]
 ) -> LandResult:
-    """Durably store (message_id, raw body) pairs in one transaction. ``before_commit`` runs
-    after the last message, inside the transaction (crash tests use it)."""
+    """Durably store (message_id, raw body) pairs in one transaction."""
     result = LandResult()
     with conn.transaction(), conn.cursor() as cur:
         for message_id, raw in messages:
-            result.add(land_one(conn, cur, schema, message_id, raw))
-        if before_commit is not None:
-            before_commit()
+            result.record(land_one(conn, cur, schema, message_id, raw))
     return result

@@ -20,29 +20,22 @@ from dataclasses import dataclass
 
 import psycopg
 
-from canvas_assets.live_events.land import LandResult, land_messages
+from canvas_assets.live_events.land import LandCounts, land_messages
 from canvas_assets.live_events.sqs import QueueMessage, SQSQueueResource
+from canvas_assets.outcomes import first_line
 
 SENSOR_BUDGET_SECONDS = 20.0  # well under Dagster's 60 s sensor timeout
 RECEIVERS = 4  # receives in flight at once
 LAND_CHUNK = 100  # messages landed per transaction
 MAX_RECEIVE_FAILURES = 3  # consecutive failed receives before a receiver gives up this tick
 
-Hook = Callable[[str], None]  # called with a stage name: received, landing, landed, deleted
-
 
 @dataclass
-class PollResult:
+class PollResult(LandCounts):
     """What one poll did; everything a tick message needs. ``received`` = landed + unknown +
     duplicates + quarantined + left_for_redrive + not_landed."""
 
     received: int = 0
-    landed: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    unknown: int = 0
-    already_quarantined: int = 0
-    left_for_redrive: int = 0  # PostgreSQL refused even the quarantine row: not deleted
     not_landed: int = 0  # received, then the warehouse failed: not deleted, delivered again
     delete_failures: int = 0  # landed but SQS refused the delete: they come back as duplicates
     receive_errors: int = 0
@@ -50,21 +43,6 @@ class PollResult:
     warehouse_error: str = ""
     seconds: float = 0.0
     land_seconds: float = 0.0  # time spent parsing and storing (the project's own cost)
-
-    def add(self, landed: LandResult) -> None:
-        for name, value in landed.as_dict().items():
-            setattr(self, name, getattr(self, name) + value)
-
-    def as_dict(self) -> dict[str, int | float | str]:
-        """Asset metadata (zeros included, so a tick's figures are comparable over time)."""
-        out: dict[str, int | float | str] = {
-            k: v for k, v in self.__dict__.items() if isinstance(v, int | float)
-        }
-        out["seconds"], out["land_seconds"] = round(self.seconds, 3), round(self.land_seconds, 3)
-        for name in ("receive_error", "warehouse_error"):
-            if getattr(self, name):
-                out[name] = getattr(self, name)
-        return out
 
     def summary(self) -> str:
         """One line for the tick, e.g. "landed 40, 2 quarantined, 0 duplicates"."""
@@ -86,9 +64,7 @@ class PollResult:
         return text
 
 
-def _error_text(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}"[:200]
+ERROR_CHARS = 200  # of an SQS or warehouse error, in the tick's message and metadata
 
 
 class _Receivers:
@@ -113,7 +89,7 @@ class _Receivers:
                 failures += 1
                 with self._lock:
                     self.errors += 1
-                    self.last_error = _error_text(exc)
+                    self.last_error = first_line(exc, with_type=True)[:ERROR_CHARS]
                 if failures >= MAX_RECEIVE_FAILURES:
                     return
                 self.stop.wait(min(0.5 * 2**failures, max(0.0, remaining)))
@@ -156,15 +132,12 @@ class _Receivers:
         return left
 
 
-def _delete(sqs: SQSQueueResource, client, messages: list[QueueMessage], hook: Hook | None) -> int:
+def _delete(sqs: SQSQueueResource, client, messages: list[QueueMessage]) -> int:
     """Delete landed messages; returns how many were not deleted."""
     try:
-        failed = sqs.delete(client, messages)
+        return sqs.delete(client, messages)
     except Exception:  # SQS unreachable: they come back and are recognised as duplicates
         return len(messages)
-    if hook is not None:
-        hook("deleted")
-    return failed
 
 
 def poll_queue(
@@ -176,13 +149,10 @@ def poll_queue(
     *,
     receivers: int = RECEIVERS,
     chunk: int = LAND_CHUNK,
-    after_landing: Callable[[list[QueueMessage]], None] | None = None,
-    hook: Hook | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> PollResult:
     """Receive until the queue is empty or the budget is spent; land each chunk (committed)
-    before deleting it from the queue (``chunk`` messages per transaction). ``after_landing``
-    and ``hook`` let tests crash it."""
+    before deleting it from the queue (``chunk`` messages per transaction)."""
     start = clock()
     totals = PollResult()
     feed = _Receivers(sqs, client, start + budget_seconds, clock, max(1, receivers))
@@ -192,29 +162,18 @@ def poll_queue(
         try:
             while (batch := feed.next_chunk(running, chunk)) is not None:
                 totals.received += len(batch)
-                if hook is not None:
-                    hook("received")
                 began = clock()
                 try:
-                    landed = land_messages(
-                        conn,
-                        schema,
-                        [(m.message_id, m.body) for m in batch],
-                        before_commit=(lambda: hook("landing")) if hook is not None else None,
-                    )
+                    landed = land_messages(conn, schema, [(m.message_id, m.body) for m in batch])
                 except psycopg.Error as exc:  # the warehouse is gone: nothing was committed
-                    totals.warehouse_error = _error_text(exc)
+                    totals.warehouse_error = first_line(exc, with_type=True)[:ERROR_CHARS]
                     totals.not_landed += len(batch)
                     break
                 finally:
                     totals.land_seconds += clock() - began
                 totals.add(landed)
-                if after_landing is not None:
-                    after_landing(batch)
-                if hook is not None:
-                    hook("landed")
                 keep = [m for m, stored in zip(batch, landed.stored(), strict=True) if stored]
-                deletes.append(pool.submit(_delete, sqs, client, keep, hook))
+                deletes.append(pool.submit(_delete, sqs, client, keep))
         finally:
             feed.stop.set()
             for future in running:

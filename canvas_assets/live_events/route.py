@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from enum import Enum
 
 import psycopg
 
@@ -24,6 +25,8 @@ from canvas_assets.canvas import (
     CanvasSession,
 )
 from canvas_assets.live_events import store
+from canvas_assets.live_events.store import EventCopy, Route, UnroutedEvent
+from canvas_assets.outcomes import Counts
 from canvas_assets.settings import semester_matches
 from canvas_assets.tables import semester_key
 
@@ -33,7 +36,7 @@ MAX_REST_LOOKUPS = 400
 
 
 @dataclass
-class RouteResult:
+class RouteResult(Counts):
     routed: int = 0
     skipped: int = 0
     out_of_target: int = 0
@@ -41,9 +44,6 @@ class RouteResult:
     lookup_errors: int = 0
     lookups: int = 0  # Canvas look-ups made (concurrently) this tick
     seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, int | float]:
-        return asdict(self)
 
     def summary(self) -> str:
         """One line for the tick, e.g. "routed 12, 3 closed, 2 waiting for Canvas"."""
@@ -55,13 +55,27 @@ class RouteResult:
         return text
 
 
-class RestLookups:
-    """Canvas look-ups for routing, bounded by a count and a monotonic deadline.
+class Asked(Enum):
+    """How a look-up went."""
 
-    ``ask`` answers (True, value) when Canvas answered (value None: no such object), (False,
-    None) when the look-up failed, (None, None) when it was not tried (budget or time spent).
-    A failure other than a 403 on one object (Canvas down, throttling, a refused token) stops
-    the look-ups for this tick.
+    ANSWERED = "answered"  # Canvas answered; the value is None when it has no such object
+    FAILED = "failed"  # its events count a failed attempt
+    NOT_TRIED = "not_tried"  # the budget or the time was spent: its events wait
+
+
+@dataclass(frozen=True)
+class Answer:
+    outcome: Asked
+    value: object = None
+
+
+NOT_TRIED = Answer(Asked.NOT_TRIED)
+
+
+class RestLookups:
+    """Canvas look-ups for routing, bounded by a count and a monotonic deadline. A failure other
+    than a 403 on one object (Canvas down, throttling, a refused token) stops the look-ups for
+    this tick.
     """
 
     def __init__(
@@ -89,27 +103,27 @@ class RestLookups:
             if stop:
                 self.used = self.budget
 
-    def ask(self, fetch: Callable[[CanvasSession], object]) -> tuple[bool | None, object]:
+    def ask(self, fetch: Callable[[CanvasSession], object]) -> Answer:
         if not self._start():
-            return None, None
+            return NOT_TRIED
         assert self.session is not None
         try:
-            return True, fetch(self.session)
+            return Answer(Asked.ANSWERED, fetch(self.session))
         except CanvasNotFoundError:
-            return True, None
+            return Answer(Asked.ANSWERED)
         except CanvasPermissionError:  # this object only
             self._failed(stop=False)
-            return False, None
+            return Answer(Asked.FAILED)
         except CanvasError:
             self._failed(stop=True)
-            return False, None
+            return Answer(Asked.FAILED)
 
     def ask_all(
         self, keys: Sequence[Hashable], fetch: Callable[[CanvasSession, Hashable], object]
-    ) -> list[tuple[bool | None, object]]:
+    ) -> list[Answer]:
         """``ask`` for every key, concurrently (in key order, so the budget goes to the first)."""
         if self.session is None or not keys:
-            return [(None, None)] * len(keys)
+            return [NOT_TRIED] * len(keys)
         workers = max(1, min(self.session.max_concurrency, len(keys)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="route") as pool:
             return list(pool.map(lambda key: self.ask(lambda s: fetch(s, key)), keys))
@@ -126,35 +140,41 @@ class Resolution:
     failed_enrollments: set[int] = field(default_factory=set)
     failed_courses: set[int] = field(default_factory=set)
 
-    def course_of(self, event: tuple) -> int | None:
-        _, _, course_id, enrollment_id, _ = event
-        return course_id if course_id is not None else self.enrollment_course.get(enrollment_id)
+    def course_of(self, event: UnroutedEvent) -> int | None:
+        if event.course_id is not None:
+            return event.course_id
+        return self.enrollment_course.get(event.enrollment_id)
 
 
 def _resolve_enrollments(
-    conn: psycopg.Connection, schema: str, events: list[tuple], ask: RestLookups
+    conn: psycopg.Connection, schema: str, events: list[UnroutedEvent], ask: RestLookups
 ) -> Resolution:
     """Enrollment-state events carry only the enrollment id: find its course (in event order,
     so events whose look-ups failed before are looked up last)."""
     found = Resolution()
-    wanted = list(dict.fromkeys(e[3] for e in events if e[2] is None and e[3] is not None))
+    wanted = list(
+        dict.fromkeys(
+            e.enrollment_id for e in events if e.course_id is None and e.enrollment_id is not None
+        )
+    )
     found.enrollment_course.update(store.enrollment_courses(conn, schema, wanted))
     missing = [e for e in wanted if e not in found.enrollment_course]
     found.enrollment_course.update(store.enrollment_courses_from_events(conn, schema, missing))
     unknown = [e for e in wanted if e not in found.enrollment_course]
     answers = ask.ask_all(unknown, lambda s, e: s.get(s.account_path(f"/enrollments/{e}")))
-    for enrollment_id, (answered, enrollment) in zip(unknown, answers, strict=True):
-        if answered:
+    for enrollment_id, answer in zip(unknown, answers, strict=True):
+        if answer.outcome is Asked.ANSWERED:
+            enrollment = answer.value
             found.enrollment_course[enrollment_id] = (
-                int(enrollment["course_id"]) if enrollment else None
+                int(enrollment["course_id"]) if isinstance(enrollment, dict) else None
             )
-        elif answered is False:
+        elif answer.outcome is Asked.FAILED:
             found.failed_enrollments.add(enrollment_id)
     return found
 
 
 def resolve(
-    conn: psycopg.Connection, schema: str, events: list[tuple], ask: RestLookups
+    conn: psycopg.Connection, schema: str, events: list[UnroutedEvent], ask: RestLookups
 ) -> Resolution:
     """Each event's course (and that course's semester), or each person's semesters."""
     found = _resolve_enrollments(conn, schema, events, ask)
@@ -164,14 +184,17 @@ def resolve(
     found.course_semester.update(store.course_semesters_from_events(conn, schema, missing))
     unknown = [c for c in course_ids if c not in found.course_semester]
     answers = ask.ask_all(unknown, lambda s, c: s.get(f"/courses/{c}", [("include[]", "term")]))
-    for course_id, (answered, course) in zip(unknown, answers, strict=True):
-        if answered:  # None: deleted before we ever saw it
-            term = course.get("term") if course else None
+    for course_id, answer in zip(unknown, answers, strict=True):
+        if answer.outcome is Asked.ANSWERED:  # None: deleted before we ever saw it
+            course = answer.value
+            term = course.get("term") if isinstance(course, dict) else None
             found.course_semester[course_id] = semester_key(term) if term else None
-        elif answered is False:
+        elif answer.outcome is Asked.FAILED:
             found.failed_courses.add(course_id)
     people = {
-        e[4] for e in events if found.course_of(e) is None and e[3] is None and e[4] is not None
+        e.user_id
+        for e in events
+        if found.course_of(e) is None and e.enrollment_id is None and e.user_id is not None
     }
     found.user_semesters = store.user_semesters(conn, schema, people)
     return found
@@ -179,36 +202,35 @@ def resolve(
 
 @dataclass
 class Routes:
-    """What to write: (semester, course, outcome, seq) per closed or routed event, the copies
-    of events that go to more semesters, and the seqs whose look-up failed."""
+    """What to write: a route per closed or routed event, the copies of events that go to more
+    semesters, and the seqs whose look-up failed."""
 
-    routes: list[tuple[str | None, int | None, str | None, int]] = field(default_factory=list)
-    copies: list[tuple[int, str]] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    copies: list[EventCopy] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
 
 
-def _semesters(event: tuple, found: Resolution, out: Routes) -> list[str] | None:
+def _semesters(event: UnroutedEvent, found: Resolution, out: Routes) -> list[str] | None:
     """The event's semesters, or None while its object is not resolved."""
-    seq, _, _, enrollment_id, user_id = event
     course_id = found.course_of(event)
     if course_id is not None:
         if course_id not in found.course_semester:
             if course_id in found.failed_courses:
-                out.failed.append(seq)
+                out.failed.append(event.seq)
             return None
         semester = found.course_semester[course_id]
         return [semester] if semester else []
-    if enrollment_id is not None:
-        if enrollment_id not in found.enrollment_course:
-            if enrollment_id in found.failed_enrollments:
-                out.failed.append(seq)
+    if event.enrollment_id is not None:
+        if event.enrollment_id not in found.enrollment_course:
+            if event.enrollment_id in found.failed_enrollments:
+                out.failed.append(event.seq)
             return None
         return []  # an enrollment Canvas no longer has
-    return found.user_semesters.get(user_id, [])
+    return found.user_semesters.get(event.user_id, [])
 
 
 def decide(
-    events: Sequence[tuple], found: Resolution, target_semesters: tuple[str, ...]
+    events: Sequence[UnroutedEvent], found: Resolution, target_semesters: tuple[str, ...]
 ) -> tuple[Routes, RouteResult]:
     """Route each event, close it (skipped, out of target), or leave it for a later tick.
 
@@ -217,19 +239,19 @@ def decide(
     """
     out, result = Routes(), RouteResult()
     for event in events:
-        seq, course_id = event[0], found.course_of(event)
+        seq, course_id = event.seq, found.course_of(event)
         semesters = _semesters(event, found, out)
         if semesters is None:
             result.unresolved += 1
         elif not semesters:
-            out.routes.append((None, course_id, "skipped", seq))
+            out.routes.append(Route(seq, None, course_id, "skipped"))
             result.skipped += 1
         elif not (kept := [s for s in semesters if semester_matches(s, target_semesters)]):
-            out.routes.append((semesters[0], course_id, "out_of_target", seq))
+            out.routes.append(Route(seq, semesters[0], course_id, "out_of_target"))
             result.out_of_target += 1
         else:
-            out.routes.append((kept[0], course_id, None, seq))
-            out.copies.extend((seq, semester) for semester in kept[1:])
+            out.routes.append(Route(seq, kept[0], course_id))
+            out.copies.extend(EventCopy(seq, semester) for semester in kept[1:])
             result.routed += 1
     return out, result
 
@@ -241,14 +263,11 @@ def route_pending(
     target_semesters: tuple[str, ...],
     max_rest_lookups: int = MAX_REST_LOOKUPS,
     deadline: float | None = None,
-    *,
-    hook: Callable[[str], None] | None = None,
 ) -> RouteResult:
     """Give every pending, unrouted event its course and semester, or close it as skipped.
 
     REST look-ups are bounded by ``max_rest_lookups`` and the monotonic ``deadline``; an object
-    Canvas will not show now leaves its events unresolved for a later tick. ``hook("routing")``
-    runs before the routes are saved (crash tests use it).
+    Canvas will not show now leaves its events unresolved for a later tick.
     """
     started = time.monotonic()
     events = store.unrouted_events(conn, schema)
@@ -258,8 +277,6 @@ def route_pending(
     found = resolve(conn, schema, events, ask)
     routes, result = decide(events, found, target_semesters)
     result.lookup_errors, result.lookups = ask.errors, ask.made
-    if hook is not None:
-        hook("routing")
     store.save_routes(conn, schema, routes.routes, routes.copies, routes.failed)
     result.seconds = round(time.monotonic() - started, 3)
     return result

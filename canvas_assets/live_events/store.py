@@ -8,19 +8,70 @@ always bound parameters; only the schema and table names are composed, as identi
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from canvas_assets.live_events.parse import ParsedEvent, event_key
+from canvas_assets.warehouse.identifiers import qualified_table
 
 ROUTE_BATCH = 10_000  # unrouted events read per tick
 
 
-def _t(schema: str, table: str) -> sql.Composable:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+@dataclass(frozen=True)
+class UnroutedEvent:
+    """A landed event not yet given a semester, with the ids routing goes by."""
+
+    seq: int
+    event_name: str
+    course_id: int | None
+    enrollment_id: int | None
+    user_id: int | None
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where routing sends event ``seq``: its semester and course; an ``outcome`` (skipped,
+    out_of_target) closes it instead of leaving it to be applied."""
+
+    seq: int
+    semester: str | None
+    course_id: int | None
+    outcome: str | None = None
+
+
+@dataclass(frozen=True)
+class EventCopy:
+    """Event ``seq`` routed to one more ``semester`` (a person's event, a course moved)."""
+
+    seq: int
+    semester: str
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """A routed event waiting to be applied to its semester."""
+
+    seq: int
+    event_name: str
+    event_time: datetime
+    course_id: int | None
+    user_id: int | None
+
+
+@dataclass(frozen=True)
+class StreamCounts:
+    """The landing tables at one moment: what the stream health checks are computed from."""
+
+    pending: int
+    oldest_pending_at: datetime | None
+    last_message_at: datetime | None
+    quarantined_last_hour: int
+    quarantined_total: int
 
 
 # -- landing ----------------------------------------------------------------------------------
@@ -34,7 +85,7 @@ def insert_event(cur: psycopg.Cursor, schema: str, message_id: object, event: Pa
             "  CASE WHEN %s THEN NULL ELSE now() END,"
             "  CASE WHEN %s THEN NULL ELSE 'unknown_event' END)"
             " ON CONFLICT (event_key) DO NOTHING"
-        ).format(_t(schema, "live_events")),
+        ).format(qualified_table(schema, "live_events")),
         (
             event.event_key,
             safe_message_id(message_id),
@@ -90,7 +141,7 @@ def insert_quarantine(
         sql.SQL(
             "INSERT INTO {} (raw_key, message_id, reason, raw) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (raw_key) DO NOTHING"
-        ).format(_t(schema, "live_event_quarantine")),
+        ).format(qualified_table(schema, "live_event_quarantine")),
         (
             event_key(text),  # of the whole message, so a redelivery is recognised
             safe_message_id(message_id),
@@ -102,16 +153,17 @@ def insert_quarantine(
 
 
 # -- routing ----------------------------------------------------------------------------------
-def unrouted_events(conn: psycopg.Connection, schema: str) -> list[tuple]:
-    """(seq, event_name, course_id, enrollment_id, user_id) of landed events with no semester.
-    Events whose look-ups failed before go last, so they cannot starve new ones."""
-    return conn.execute(
-        sql.SQL(
-            "SELECT seq, event_name, course_id, enrollment_id, user_id FROM {} "
-            "WHERE applied_at IS NULL AND semester IS NULL ORDER BY route_attempts, seq LIMIT %s"
-        ).format(_t(schema, "live_events")),
-        (ROUTE_BATCH,),
-    ).fetchall()
+def unrouted_events(conn: psycopg.Connection, schema: str) -> list[UnroutedEvent]:
+    """Landed events with no semester. Events whose look-ups failed before go last, so they
+    cannot starve new ones."""
+    with conn.cursor(row_factory=class_row(UnroutedEvent)) as cur:
+        return cur.execute(
+            sql.SQL(
+                "SELECT seq, event_name, course_id, enrollment_id, user_id FROM {} WHERE "
+                "applied_at IS NULL AND semester IS NULL ORDER BY route_attempts, seq LIMIT %s"
+            ).format(qualified_table(schema, "live_events")),
+            (ROUTE_BATCH,),
+        ).fetchall()
 
 
 def _lookup(conn: psycopg.Connection, query: sql.Composable, ids: Iterable[int]) -> dict:
@@ -128,7 +180,7 @@ def enrollment_courses(conn: psycopg.Connection, schema: str, ids: Iterable[int]
         sql.SQL(
             "SELECT DISTINCT ON (institution_id) institution_id, course_id FROM {} "
             "WHERE institution_id = ANY(%s) ORDER BY institution_id, source_updated_at DESC"
-        ).format(_t(schema, "enrollments")),
+        ).format(qualified_table(schema, "enrollments")),
         ids,
     )
 
@@ -143,7 +195,7 @@ def enrollment_courses_from_events(
         sql.SQL(
             "SELECT DISTINCT ON (enrollment_id) enrollment_id, course_id FROM {} "
             "WHERE enrollment_id = ANY(%s) AND course_id IS NOT NULL ORDER BY enrollment_id, seq"
-        ).format(_t(schema, "live_events")),
+        ).format(qualified_table(schema, "live_events")),
         ids,
     )
 
@@ -156,7 +208,7 @@ def course_semesters(conn: psycopg.Connection, schema: str, ids: Iterable[int]) 
             "SELECT DISTINCT ON (institution_id) institution_id, semester FROM {} "
             "WHERE institution_id = ANY(%s) "
             "ORDER BY institution_id, (deleted_at IS NULL) DESC, source_updated_at DESC"
-        ).format(_t(schema, "courses")),
+        ).format(qualified_table(schema, "courses")),
         ids,
     )
 
@@ -171,7 +223,7 @@ def course_semesters_from_events(conn: psycopg.Connection, schema: str, ids: Ite
         sql.SQL(
             "SELECT DISTINCT ON (course_id) course_id, semester FROM {} "
             "WHERE course_id = ANY(%s) AND semester IS NOT NULL ORDER BY course_id, seq DESC"
-        ).format(_t(schema, "live_events")),
+        ).format(qualified_table(schema, "live_events")),
         ids,
     )
 
@@ -186,7 +238,7 @@ def user_semesters(conn: psycopg.Connection, schema: str, ids: Iterable[int]) ->
         sql.SQL(
             "SELECT institution_id, semester FROM {} WHERE institution_id = ANY(%s) "
             "AND deleted_at IS NULL ORDER BY institution_id, semester"
-        ).format(_t(schema, "users")),
+        ).format(qualified_table(schema, "users")),
         (wanted,),
     ):
         found.setdefault(user_id, []).append(semester)
@@ -196,41 +248,43 @@ def user_semesters(conn: psycopg.Connection, schema: str, ids: Iterable[int]) ->
 def save_routes(
     conn: psycopg.Connection,
     schema: str,
-    routes: Sequence[tuple[str | None, int | None, str | None, int]],
-    copies: Sequence[tuple[int, str]],
+    routes: Sequence[Route],
+    copies: Sequence[EventCopy],
     failed: Sequence[int],
 ) -> None:
-    """In one transaction: each (semester, course, outcome, seq) route (an outcome closes the
-    event), the copies for extra semesters, and one more failed attempt for ``failed`` seqs."""
+    """In one transaction: each route (an outcome closes the event), the copies for extra
+    semesters, and one more failed attempt for ``failed`` seqs."""
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             sql.SQL(
-                "UPDATE {} SET semester = %s, course_id = COALESCE(course_id, %s), outcome = %s, "
-                "applied_at = CASE WHEN %s::text IS NULL THEN NULL ELSE now() END WHERE seq = %s"
-            ).format(_t(schema, "live_events")),
-            [(s, c, o, o, q) for s, c, o, q in routes],
+                "UPDATE {} SET semester = %(semester)s, "
+                "course_id = COALESCE(course_id, %(course_id)s), outcome = %(outcome)s, "
+                "applied_at = CASE WHEN %(outcome)s::text IS NULL THEN NULL ELSE now() END "
+                "WHERE seq = %(seq)s"
+            ).format(qualified_table(schema, "live_events")),
+            [route.__dict__ for route in routes],
         )
         copy_events(cur, schema, copies)
         cur.execute(
             sql.SQL("UPDATE {} SET route_attempts = route_attempts + 1 WHERE seq = ANY(%s)").format(
-                _t(schema, "live_events")
+                qualified_table(schema, "live_events")
             ),
             (list(failed),),
         )
 
 
-def copy_events(cur: psycopg.Cursor, schema: str, copies: Sequence[tuple[int, str]]) -> None:
-    """Route a copy of event ``seq`` to another semester, keyed off the original so that doing
-    it again is a no-op."""
+def copy_events(cur: psycopg.Cursor, schema: str, copies: Sequence[EventCopy]) -> None:
+    """Route a copy of each event to another semester, keyed off the original so that doing it
+    again is a no-op."""
     cur.executemany(
         sql.SQL(
             "INSERT INTO {t} (event_key, message_id, event_name, event_time, supported, "
             "course_id, section_id, enrollment_id, user_id, envelope, semester) "
-            "SELECT event_key || ':' || %s, message_id, event_name, event_time, supported, "
-            "course_id, section_id, enrollment_id, user_id, envelope, %s FROM {t} "
-            "WHERE seq = %s ON CONFLICT (event_key) DO NOTHING"
-        ).format(t=_t(schema, "live_events")),
-        [(semester, semester, seq) for seq, semester in copies],
+            "SELECT event_key || ':' || %(semester)s, message_id, event_name, event_time, "
+            "supported, course_id, section_id, enrollment_id, user_id, envelope, %(semester)s "
+            "FROM {t} WHERE seq = %(seq)s ON CONFLICT (event_key) DO NOTHING"
+        ).format(t=qualified_table(schema, "live_events")),
+        [copy.__dict__ for copy in copies],
     )
 
 
@@ -251,34 +305,27 @@ def pending_semesters(
             "ON s.semester = e.semester AND s.last_sync_completed_at IS NOT NULL "
             "WHERE e.applied_at IS NULL AND e.semester IS NOT NULL "
             "GROUP BY e.semester ORDER BY e.semester"
-        ).format(events=_t(schema, "live_events"), status=_t(schema, "semester_sync_status"))
+        ).format(
+            events=qualified_table(schema, "live_events"),
+            status=qualified_table(schema, "semester_sync_status"),
+        )
     ).fetchall()
     return {
         semester: int(seq) for semester, seq in rows if partitions is None or semester in partitions
     }
 
 
-def count_pending(conn: psycopg.Connection, schema: str) -> int:
-    """Landed events not closed yet (waiting to be routed or applied)."""
-    row = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE applied_at IS NULL").format(
-            _t(schema, "live_events")
-        )
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
 # -- apply ------------------------------------------------------------------------------------
-def claim_pending(conn: psycopg.Connection, schema: str, semester: str) -> list[tuple]:
-    """(seq, event_name, event_time, course_id, user_id) of the semester's pending events,
-    locked until the caller's transaction ends."""
-    return conn.execute(
-        sql.SQL(
-            "SELECT seq, event_name, event_time, course_id, user_id FROM {} "
-            "WHERE applied_at IS NULL AND semester = %s ORDER BY seq FOR UPDATE SKIP LOCKED"
-        ).format(_t(schema, "live_events")),
-        (semester,),
-    ).fetchall()
+def claim_pending(conn: psycopg.Connection, schema: str, semester: str) -> list[PendingEvent]:
+    """The semester's pending events, locked until the caller's transaction ends."""
+    with conn.cursor(row_factory=class_row(PendingEvent)) as cur:
+        return cur.execute(
+            sql.SQL(
+                "SELECT seq, event_name, event_time, course_id, user_id FROM {} "
+                "WHERE applied_at IS NULL AND semester = %s ORDER BY seq FOR UPDATE SKIP LOCKED"
+            ).format(qualified_table(schema, "live_events")),
+            (semester,),
+        ).fetchall()
 
 
 def course_versions(
@@ -290,7 +337,7 @@ def course_versions(
             sql.SQL(
                 "SELECT institution_id, source_updated_at FROM {} WHERE semester = %s "
                 "AND institution_id = ANY(%s)"
-            ).format(_t(schema, "courses")),
+            ).format(qualified_table(schema, "courses")),
             (semester, sorted(set(course_ids))),
         ).fetchall()
     )
@@ -304,7 +351,7 @@ def courses_taught_by(
         sql.SQL(
             "SELECT DISTINCT course_id FROM {} WHERE semester = %s AND deleted_at IS NULL "
             "AND role = 'TeacherEnrollment' AND user_id = ANY(%s)"
-        ).format(_t(schema, "enrollments")),
+        ).format(qualified_table(schema, "enrollments")),
         (semester, sorted(set(user_ids))),
     ).fetchall()
     return [course_id for (course_id,) in rows]
@@ -317,7 +364,7 @@ def user_rows(
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute(
             sql.SQL("SELECT * FROM {} WHERE semester = %s AND institution_id = ANY(%s)").format(
-                _t(schema, "users")
+                qualified_table(schema, "users")
             ),
             (semester, sorted(set(user_ids))),
         ).fetchall()
@@ -346,7 +393,7 @@ def update_contact_elsewhere(
             "AND t.source_updated_at <= %s "
             "AND ({old}) IS DISTINCT FROM ({new})"
         ).format(
-            users=_t(schema, "users"),
+            users=qualified_table(schema, "users"),
             sets=sql.SQL(", ").join(sql.SQL("{c} = c.{c}").format(c=c) for c in columns),
             arrays=sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in columns),
             cols=sql.SQL(", ").join(columns),
@@ -367,6 +414,20 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+def event_outcomes(conn: psycopg.Connection, schema: str, keys: Sequence[str]) -> dict[str, str]:
+    """event key → outcome (applied, stale, skipped, …) of the closed events among ``keys``;
+    an event still pending is absent."""
+    return dict(
+        conn.execute(
+            sql.SQL(
+                "SELECT event_key, coalesce(outcome, 'closed') FROM {} WHERE event_key = ANY(%s) "
+                "AND applied_at IS NOT NULL"
+            ).format(qualified_table(schema, "live_events")),
+            (list(keys),),
+        ).fetchall()
+    )
+
+
 def close_events(conn: psycopg.Connection, schema: str, outcomes: dict[int, str]) -> None:
     """Mark events applied with their outcome (``applied``, ``stale``)."""
     by_outcome: dict[str, list[int]] = {}
@@ -375,7 +436,7 @@ def close_events(conn: psycopg.Connection, schema: str, outcomes: dict[int, str]
     for outcome, seqs in by_outcome.items():
         conn.execute(
             sql.SQL("UPDATE {} SET applied_at = now(), outcome = %s WHERE seq = ANY(%s)").format(
-                _t(schema, "live_events")
+                qualified_table(schema, "live_events")
             ),
             (outcome, seqs),
         )
@@ -384,18 +445,26 @@ def close_events(conn: psycopg.Connection, schema: str, outcomes: dict[int, str]
 # -- stream health ----------------------------------------------------------------------------
 
 
-def stream_counts(conn: psycopg.Connection, schema: str, now: datetime) -> tuple:
+def stream_counts(conn: psycopg.Connection, schema: str, now: datetime) -> StreamCounts:
     """Events pending, the oldest pending one's and the last message's arrival (landed or
     quarantined), messages quarantined in the hour before ``now`` and in all."""
-    events, quarantine = _t(schema, "live_events"), _t(schema, "live_event_quarantine")
-    return conn.execute(
-        sql.SQL(
-            "SELECT (SELECT count(*) FROM {events} WHERE applied_at IS NULL),"
-            " (SELECT min(received_at) FROM {events} WHERE applied_at IS NULL),"
-            " GREATEST((SELECT max(received_at) FROM {events}),"
-            "          (SELECT max(received_at) FROM {quarantine})),"
-            " (SELECT count(*) FROM {quarantine} WHERE received_at > %s - interval '1 hour'),"
-            " (SELECT count(*) FROM {quarantine})"
-        ).format(events=events, quarantine=quarantine),
-        (now,),
-    ).fetchone()
+    events, quarantine = (
+        qualified_table(schema, "live_events"),
+        qualified_table(schema, "live_event_quarantine"),
+    )
+    with conn.cursor(row_factory=class_row(StreamCounts)) as cur:
+        row = cur.execute(
+            sql.SQL(
+                "SELECT (SELECT count(*) FROM {events} WHERE applied_at IS NULL) AS pending,"
+                " (SELECT min(received_at) FROM {events} WHERE applied_at IS NULL)"
+                "   AS oldest_pending_at,"
+                " GREATEST((SELECT max(received_at) FROM {events}),"
+                "          (SELECT max(received_at) FROM {quarantine})) AS last_message_at,"
+                " (SELECT count(*) FROM {quarantine} WHERE received_at > %s - interval '1 hour')"
+                "   AS quarantined_last_hour,"
+                " (SELECT count(*) FROM {quarantine}) AS quarantined_total"
+            ).format(events=events, quarantine=quarantine),
+            (now,),
+        ).fetchone()
+    assert row is not None  # an aggregate always returns its row
+    return row

@@ -86,10 +86,6 @@ class TableSpec:
     reads: tuple[str, ...] = ()
 
     @property
-    def columns(self) -> list[str]:
-        return list(self.model.to_schema().columns)
-
-    @property
     def planning_columns(self) -> tuple[str, ...]:
         """The columns the writes and applies filter and join on: the ones whose statistics
         decide their plans (see ``warehouse.writes.analyze_tables``)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 import pandera.pandas as pa
 
-from canvas_assets.tables.models import frame
+from canvas_assets.tables.columns import frame
 from canvas_assets.tables.registry import SEMESTER_TABLES
 from canvas_assets.tables.spec import SemesterSnapshot, TableSpec
 
@@ -81,7 +81,7 @@ def _partition_schema(
             _isin(raw[table]["institution_id"], f"references canvas/{table}")
         )
     # A shallow copy with new column objects where checks are added: the model's cached schema
-    # stays as it is, and no deep copy per column (that was a quarter of an apply's pandera).
+    # stays as it is, and no deep copy per column (a deep copy costs more than the checks).
     partition = copy.copy(schema)
     partition.columns = {
         **schema.columns,

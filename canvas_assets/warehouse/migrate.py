@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from canvas_assets.settings import validate_schema_name
+from canvas_assets.warehouse.identifiers import qualified_table
 
 _MIGRATION_LOCK_KEY = 0x43414E56  # "CANV": serialises migrations across processes
 _FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -51,18 +52,17 @@ def migrate(conn: psycopg.Connection, schema: str) -> list[int]:
         exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
         if not exists.fetchone():
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema_ident))
+        migrations_table = qualified_table(schema, "schema_migrations")
         conn.execute(
             sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {}.schema_migrations ("
+                "CREATE TABLE IF NOT EXISTS {} ("
                 " version integer PRIMARY KEY, name text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
-            ).format(schema_ident)
+            ).format(migrations_table)
         )
         done = {
             row[0]
-            for row in conn.execute(
-                sql.SQL("SELECT version FROM {}.schema_migrations").format(schema_ident)
-            )
+            for row in conn.execute(sql.SQL("SELECT version FROM {}").format(migrations_table))
         }
         for migration in migrations():
             if migration.version in done:
@@ -71,9 +71,7 @@ def migrate(conn: psycopg.Connection, schema: str) -> list[int]:
             ddl = migration.ddl.replace("{schema}", schema_ident.as_string(conn))
             conn.execute(ddl.encode())
             conn.execute(
-                sql.SQL("INSERT INTO {}.schema_migrations (version, name) VALUES (%s, %s)").format(
-                    schema_ident
-                ),
+                sql.SQL("INSERT INTO {} (version, name) VALUES (%s, %s)").format(migrations_table),
                 (migration.version, migration.name),
             )
             applied_now.append(migration.version)

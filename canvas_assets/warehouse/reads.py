@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row
+
+from canvas_assets.warehouse.identifiers import qualified_table
 
 
-def term_dates(conn: psycopg.Connection, schema: str) -> list[tuple[str, datetime, datetime]]:
-    """(semester, start_at, end_at) of every term Canvas still has."""
-    return conn.execute(
-        sql.SQL("SELECT semester, start_at, end_at FROM {}.terms WHERE deleted_at IS NULL").format(
-            sql.Identifier(schema)
-        )
-    ).fetchall()
+@dataclass(frozen=True)
+class TermDates:
+    """When a semester's term runs (either end may be unset in Canvas)."""
+
+    semester: str
+    start_at: datetime | None
+    end_at: datetime | None
+
+
+def term_dates(conn: psycopg.Connection, schema: str) -> list[TermDates]:
+    """The dates of every term Canvas still has."""
+    with conn.cursor(row_factory=class_row(TermDates)) as cur:
+        return cur.execute(
+            sql.SQL("SELECT semester, start_at, end_at FROM {} WHERE deleted_at IS NULL").format(
+                qualified_table(schema, "terms")
+            )
+        ).fetchall()
 
 
 def imported_semesters(conn: psycopg.Connection, schema: str) -> set[str]:
@@ -22,7 +36,9 @@ def imported_semesters(conn: psycopg.Connection, schema: str) -> set[str]:
     return {
         row[0]
         for row in conn.execute(
-            sql.SQL("SELECT semester FROM {}.semester_sync_status").format(sql.Identifier(schema))
+            sql.SQL("SELECT semester FROM {}").format(
+                qualified_table(schema, "semester_sync_status")
+            )
         )
     }
 
@@ -33,8 +49,8 @@ def active_rows(
     """Rows not marked deleted, per table (of one semester, when given)."""
     counts = {}
     for table in tables:
-        query = sql.SQL("SELECT count(*) FROM {}.{} WHERE deleted_at IS NULL").format(
-            sql.Identifier(schema), sql.Identifier(table)
+        query = sql.SQL("SELECT count(*) FROM {} WHERE deleted_at IS NULL").format(
+            qualified_table(schema, table)
         )
         if semester is not None:
             query = query + sql.SQL(" AND semester = %s")
@@ -43,15 +59,12 @@ def active_rows(
     return counts
 
 
-STATUS_COLUMNS = ("semester", "status", "added_at", "started_at", "last_sync_completed_at")
-
-
 def sync_status(conn: psycopg.Connection, schema: str) -> list[dict]:
     """The Imported Semesters card: one row per semester, newest term first."""
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute(
             sql.SQL(
                 "SELECT semester, status, added_at, started_at, last_sync_completed_at, "
-                "last_error FROM {}.semester_sync_status ORDER BY semester DESC"
-            ).format(sql.Identifier(schema))
+                "last_error FROM {} ORDER BY semester DESC"
+            ).format(qualified_table(schema, "semester_sync_status"))
         ).fetchall()

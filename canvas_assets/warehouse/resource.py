@@ -13,6 +13,7 @@ import dagster as dg
 import psycopg
 from pydantic import Field
 
+from canvas_assets.outcomes import first_line
 from canvas_assets.settings import (
     DEFAULT_STATE_DIR,
     DEFAULT_WAREHOUSE_SCHEMA,
@@ -65,9 +66,8 @@ class WarehouseResource(dg.ConfigurableResource):
         try:
             conn = psycopg.connect(url, application_name="canvas-assets", autocommit=True)
         except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WarehouseError(
-                f"Cannot connect to the warehouse {redact_url(url)} ({reason}). "
+                f"Cannot connect to the warehouse {redact_url(url)} ({first_line(exc)}). "
                 "Check CANVAS_WAREHOUSE_URL."
             ) from None
         try:

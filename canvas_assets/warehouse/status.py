@@ -18,6 +18,8 @@ from datetime import timedelta
 import psycopg
 from psycopg import sql
 
+from canvas_assets.warehouse.identifiers import qualified_table
+
 log = logging.getLogger(__name__)
 
 # How long a failed sync keeps trying to record its failure while PostgreSQL is unreachable.
@@ -28,8 +30,7 @@ INTERRUPTED_ERROR = (
 )
 
 
-def _status_table(schema: str) -> sql.Composable:
-    return sql.SQL("{}.semester_sync_status").format(sql.Identifier(schema))
+STATUS_TABLE = "semester_sync_status"
 
 
 def mark_semesters_added(conn: psycopg.Connection, schema: str, semesters: Iterable[str]) -> None:
@@ -38,7 +39,7 @@ def mark_semesters_added(conn: psycopg.Connection, schema: str, semesters: Itera
             sql.SQL(
                 "INSERT INTO {} (semester, status, added_at) VALUES (%s, 'added', now()) "
                 "ON CONFLICT (semester) DO NOTHING"
-            ).format(_status_table(schema)),
+            ).format(qualified_table(schema, STATUS_TABLE)),
             [(s,) for s in semesters],
         )
 
@@ -50,7 +51,7 @@ def mark_sync_started(conn: psycopg.Connection, schema: str, semester: str) -> N
                 "INSERT INTO {} AS s (semester, status, added_at, started_at) "
                 "VALUES (%s, 'syncing', now(), now()) "
                 "ON CONFLICT (semester) DO UPDATE SET status = 'syncing', started_at = now()"
-            ).format(_status_table(schema)),
+            ).format(qualified_table(schema, STATUS_TABLE)),
             (semester,),
         )
 
@@ -64,14 +65,14 @@ def mark_sync_finished(
                 sql.SQL(
                     "UPDATE {} SET status = 'synced', last_sync_completed_at = now(), "
                     "last_error = NULL WHERE semester = %s"
-                ).format(_status_table(schema)),
+                ).format(qualified_table(schema, STATUS_TABLE)),
                 (semester,),
             )
         else:
             conn.execute(
                 sql.SQL(
                     "UPDATE {} SET status = 'failed', last_error = %s WHERE semester = %s"
-                ).format(_status_table(schema)),
+                ).format(qualified_table(schema, STATUS_TABLE)),
                 (error[:2000], semester),
             )
 
@@ -88,13 +89,13 @@ def mark_live_events_applied(
                 sql.SQL(
                     "UPDATE {} SET last_sync_completed_at = now(), last_error = NULL "
                     "WHERE semester = %s AND status = 'synced'"
-                ).format(_status_table(schema)),
+                ).format(qualified_table(schema, STATUS_TABLE)),
                 (semester,),
             )
         else:
             conn.execute(
                 sql.SQL("UPDATE {} SET last_error = %s WHERE semester = %s").format(
-                    _status_table(schema)
+                    qualified_table(schema, STATUS_TABLE)
                 ),
                 (f"Live Events apply failed: {error}"[:2000], semester),
             )
@@ -216,7 +217,7 @@ def recover_interrupted_syncs(
             sql.SQL(
                 "UPDATE {} SET status = 'failed', last_error = %s WHERE status = 'syncing' "
                 "AND NOT (semester = ANY(%s)) AND started_at < now() - %s RETURNING semester"
-            ).format(_status_table(schema)),
+            ).format(qualified_table(schema, STATUS_TABLE)),
             (INTERRUPTED_ERROR, sorted(running), started_before),
         ).fetchall()
     return sorted(semester for (semester,) in rows)

@@ -11,9 +11,9 @@ backfill or a late event cannot overwrite newer data.
 Cost is linear in the rows whatever the tables' statistics: the incoming rows get an index on the
 upsert key, so every plan the planner may pick for the soft-delete's anti-join (hash, merge, or a
 nested loop when a fresh or small-when-analysed target makes it guess one row) looks each row up
-instead of scanning the incoming rows once per target row. A nested loop over a sequential scan
-of the incoming rows was quadratic: 35,000 enrollments took about two minutes on PostgreSQL 15.
-``canvas_assets_tests/test_write_plans.py`` EXPLAINs every statement under every join method.
+instead of scanning the incoming rows once per target row: a nested loop over a sequential scan
+of them would be quadratic. ``canvas_assets_tests/test_write_plans.py`` EXPLAINs every statement
+under every join method.
 """
 
 from __future__ import annotations
@@ -21,25 +21,26 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
 import psycopg
 from psycopg import sql
 
+from canvas_assets.outcomes import Counts
 from canvas_assets.tables import SEMESTER_TABLES, TableSpec
+from canvas_assets.warehouse.identifiers import qualified_table
 
 
 @dataclass
-class WriteCounts:
+class WriteCounts(Counts):
+    """What one table's write did: rows written, and of those inserted, updated, removed."""
+
     rows: int = 0
     inserted: int = 0
     updated: int = 0
     removed: int = 0
-
-    def as_metadata(self) -> dict[str, int]:
-        return {f"rows_{k}" if k != "rows" else "row_count": v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,8 @@ class Scope:
         return cls(sql.SQL("false"))
 
 
-def _table(schema: str, table: str) -> sql.Composable:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-
-
 # Rows converted to Python objects at a time: a whole semester's frame as boxed objects would
-# cost several times the frame (a large enrollments frame: about a hundred MB more at the peak).
+# cost several times the frame at the peak.
 PYTHON_ROWS_CHUNK = 10_000
 
 
@@ -68,8 +65,7 @@ def _python_rows(df: pd.DataFrame) -> Iterator[tuple]:
     """Frame rows as plain Python values; pandas' missing markers become None.
 
     Column by column: one conversion per column, where a whole-frame ``astype(object)`` and
-    ``where`` cost pandas' per-frame overhead several times over (half a small write's
-    conversion time)."""
+    ``where`` would pay pandas' per-frame overhead several times over."""
     for start in range(0, len(df), PYTHON_ROWS_CHUNK):
         chunk = df.iloc[start : start + PYTHON_ROWS_CHUNK]
         columns = [chunk[c].to_numpy(dtype=object, na_value=None) for c in chunk.columns]
@@ -81,10 +77,9 @@ def _cyclic_gc_paused() -> Iterator[None]:
     """Hold off Python's cyclic garbage collector while a write turns rows into tuples.
 
     Every row tuple counts towards a collection, so a semester's rows set off full collections
-    that walk the whole heap: with a previous semester's objects alive, one landed in a medium
-    write and took 73–103 ms of its 152–190 ms. Row tuples hold no cycles and are freed by
-    reference counting, so holding collections off loses nothing. A caller that turned the
-    collector off itself keeps it off."""
+    that walk the whole heap, which in a long-lived process holds earlier semesters' objects
+    too. Row tuples hold no cycles and are freed by reference counting, so holding collections
+    off loses nothing. A caller that turned the collector off itself keeps it off."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -106,7 +101,7 @@ def _copy_to_temp(
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(temp))
     conn.execute(
         sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
-            temp, _table(schema, table)
+            temp, qualified_table(schema, table)
         )
     )
     column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -188,7 +183,7 @@ def upsert_rows(
     rows = (row + (observed_at,) for row in _python_rows(df))
     with _cyclic_gc_paused():
         temp = _copy_to_temp(conn, schema, table, columns, rows, key)
-    target = _table(schema, table)
+    target = qualified_table(schema, table)
     counts = WriteCounts(rows=len(df))
     with conn.cursor() as cur:
         cur.execute(_upsert_statement(target, temp, columns, key))
@@ -252,7 +247,7 @@ def analyze_tables(
     counting the changes of a table analysed in part, so autovacuum still analyses it whole."""
     for spec in tables:
         columns = sql.SQL(", ").join(map(sql.Identifier, spec.planning_columns))
-        conn.execute(sql.SQL("ANALYZE {} ({})").format(_table(schema, spec.name), columns))
+        conn.execute(sql.SQL("ANALYZE {} ({})").format(qualified_table(schema, spec.name), columns))
 
 
 def write_courses(
@@ -313,8 +308,8 @@ def _remove_unreferenced(
         "AND NOT EXISTS (SELECT 1 FROM {keeper} AS k WHERE k.{column} = t.institution_id "
         "AND k.semester = t.semester AND k.deleted_at IS NULL)"
     ).format(
-        target=_table(schema, spec.name),
-        keeper=_table(schema, keeper.name),
+        target=qualified_table(schema, spec.name),
+        keeper=qualified_table(schema, keeper.name),
         column=sql.Identifier(column),
         course=sql.Identifier(keeper.course_column),  # type: ignore[arg-type]
     )

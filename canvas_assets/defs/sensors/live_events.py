@@ -95,18 +95,15 @@ def apply_run_config(settings: Settings) -> dict:
 
 
 def live_event_run_requests(
+    settings: Settings,
     pending: dict[str, int],
-    recent_runs: dict[str, list[ApplyRun]] | None = None,
-    now: float | None = None,
-    settings: Settings | None = None,
+    recent_runs: dict[str, list[ApplyRun]],
+    now: float,
 ) -> list[dg.RunRequest]:
     """One apply run per semester with pending events; its key names the newest pending event,
     so a tick that finds the same events does not launch a second run. ``recent_runs`` lists
     each semester's earlier apply runs, newest first."""
-    settings = settings or Settings()
     namespace = Namespace.of(settings)
-    recent_runs = recent_runs or {}
-    now = time.time() if now is None else now
     requests = []
     for semester, seq in sorted(pending.items()):
         run_key = _apply_run_key(semester, seq, recent_runs.get(semester, []), now)
@@ -132,10 +129,10 @@ _FINISHED = _FAILED | {dg.DagsterRunStatus.SUCCESS}
 
 
 def recent_apply_runs(
-    instance: dg.DagsterInstance, semesters: Iterable[str], settings: Settings | None = None
+    instance: dg.DagsterInstance, semesters: Iterable[str], settings: Settings
 ) -> dict[str, list[ApplyRun]]:
     """Each semester's latest Live Events apply runs, newest first, as ``ApplyRun``s."""
-    namespace = Namespace.of(settings or Settings())
+    namespace = Namespace.of(settings)
     found: dict[str, list[ApplyRun]] = {}
     for semester in semesters:
         records = instance.get_run_records(
@@ -221,7 +218,7 @@ def build_live_events_sensor(settings: Settings) -> dg.SensorDefinition:
             context, sqs, warehouse, canvas, settings, namespace
         )
         recent = recent_apply_runs(context.instance, pending, settings)
-        runs = live_event_run_requests(pending, recent, settings=settings)
+        runs = live_event_run_requests(settings, pending, recent, time.time())
         requested = [r.partition_key or "" for r in runs]
         waiting = sorted(set(pending) - set(requested))
         message = tick_message(polled, routed, requested, waiting)

@@ -6,9 +6,7 @@ themselves are in ``courses``, ``sections``, ``enrollments`` and ``users``.
 
 from __future__ import annotations
 
-import logging
 import random
-import threading
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,8 +16,6 @@ from ..institution import Institution
 from . import courses, enrollments, sections, users
 from .context import ChangeContext
 from .events import send_envelopes
-
-log = logging.getLogger(__name__)
 
 # Each change, and how often it is picked relative to the others.
 MUTATIONS: dict[str, tuple[Callable[[ChangeContext], list[dict]], int]] = {
@@ -63,8 +59,6 @@ class ChangeDriver:
         )
         self.sent: deque[dict] = deque(maxlen=10_000)  # what actually went out, in order
         self._held: list[dict] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def step(self) -> list[dict]:
         with self.institution.lock:
@@ -91,26 +85,6 @@ class ChangeDriver:
     def flush(self) -> None:
         held, self._held = self._held, []
         self._send(held)
-
-    def start_background(self, interval_seconds: float) -> None:
-        self._stop.clear()
-
-        def loop() -> None:
-            while not self._stop.wait(interval_seconds):
-                try:
-                    self.step()
-                except Exception:  # keep the dev stack alive; the next step may succeed
-                    log.exception("sandbox change step failed")
-
-        self._thread = threading.Thread(target=loop, daemon=True, name="canvas-sandbox-changes")
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-        self.flush()
 
     def _deliver(self, envelopes: list[dict]) -> None:
         out: list[dict] = []

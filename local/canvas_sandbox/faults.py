@@ -49,6 +49,7 @@ class Faults:
     timeout_seconds: float = 5.0
     throttle_storm: bool = False  # every request gets the throttle 403
     fail_next: list[int] = field(default_factory=list)  # statuses for the next requests, FIFO
+    fail_after: int = 0  # ...starting after this many more requests (a burst mid-sync)
     reset_rate: float = 0.0  # fraction whose connection is reset without an answer
     reset_next: int = 0  # the next n requests are reset
     page_faults: list[PageFault] = field(default_factory=list)
@@ -65,7 +66,11 @@ class Faults:
             self.reset_next = max(0, self.reset_next - 1)
             self.counts["reset"] += 1
             return Injection(reset=True)
-        status = self.fail_next.pop(0) if self.fail_next else None
+        status = None
+        if self.fail_next and self.fail_after > 0:
+            self.fail_after -= 1
+        elif self.fail_next:
+            status = self.fail_next.pop(0)
         if status is None and self.error_rate and rng.random() < self.error_rate:
             status = rng.choice([500, 502, 503])
         slow = bool(self.timeout_rate) and rng.random() < self.timeout_rate

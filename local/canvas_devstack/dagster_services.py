@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-from canvas_assets.tools.processes import DevStackError, free_port, stop_process_group
+import yaml
+
+from canvas_devstack.processes import DevStackError, free_port, stop_process_group
 
 CODE_SERVER_STARTUP_SECONDS = 180.0
 
@@ -24,12 +25,24 @@ class CodeServer:
     proc: subprocess.Popen
 
 
+# The project's instance settings, at the root of the checkout these tools are installed from.
+PROJECT_INSTANCE = Path(__file__).resolve().parents[2] / "dagster.yaml"
+# Run and event history in the stack's PostgreSQL (start_postgres sets the address).
+STORAGE = {"storage": {"postgres": {"postgres_url": {"env": "CANVAS_DAGSTER_PG_URL"}}}}
+
+
 def write_instance(home: Path) -> Path:
-    """``<state>/dagster_home/dagster.yaml``: the local stack's instance config."""
+    """``<state>/dagster_home/dagster.yaml``: the project's dagster.yaml, with storage in the
+    stack's PostgreSQL."""
+    if not PROJECT_INSTANCE.is_file():
+        raise DevStackError(
+            f"The project's dagster.yaml is not at {PROJECT_INSTANCE}: install the local tools "
+            "from the project folder (pip install -e ./local)."
+        )
     dagster_home = home / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
-    source = resources.files("canvas_assets.tools").joinpath("dagster.yaml")
-    (dagster_home / "dagster.yaml").write_text(source.read_text())
+    instance = {**STORAGE, **yaml.safe_load(PROJECT_INSTANCE.read_text())}
+    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(instance, sort_keys=False))
     return dagster_home
 
 
@@ -84,8 +97,9 @@ def start_webserver_and_daemon(
     """dagster-webserver and dagster-daemon, each in its own process group."""
     port = free_port(ui_port)
     common = ["-w", str(workspace), "--log-level", "info"]
-    webserver = [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port)]
-    daemon = [sys.executable, "-m", "dagster._daemon", "run"]
+    bin_dir = Path(sys.executable).parent  # the environment's own Dagster commands
+    webserver = [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]
+    daemon = [str(bin_dir / "dagster-daemon"), "run"]
     procs = []
     for command in (webserver + common, daemon + common):
         proc = subprocess.Popen(command, env=env, start_new_session=True)

@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from canvas_assets.settings import Settings
-from canvas_assets.tools import dagster_services as dagster
-from canvas_assets.tools.local_pieces import (
+from canvas_devstack import dagster_services as dagster
+from canvas_devstack.local_pieces import (
     SANDBOX_TOKEN,
     start_postgres,
     start_sandbox,
     start_sqs,
 )
-from canvas_assets.tools.processes import DevStackError, exclusive_lock, wait_until_ready
+from canvas_devstack.processes import DevStackError, exclusive_lock, wait_until_ready
 
 DEV_QUEUE_NAME = "canvas-live-events-dev"
 STATE_FOLDER = ".canvas-assets"

@@ -11,7 +11,6 @@ import threading
 from dataclasses import fields
 from pathlib import Path
 
-from canvas_assets.tools.processes import free_port
 from canvas_assets.warehouse.embedded import (
     DAGSTER_DATABASE,
     WAREHOUSE_DATABASE,
@@ -19,6 +18,7 @@ from canvas_assets.warehouse.embedded import (
     ensure_database,
     redact_url,
 )
+from canvas_devstack.processes import free_port
 
 SANDBOX_TOKEN = "sandbox-token"
 LOCAL_SQS_CREDENTIALS = {"aws_access_key_id": "local-sqs", "aws_secret_access_key": "local-sqs"}
@@ -67,7 +67,7 @@ def start_sqs(env: dict[str, str], stack: contextlib.ExitStack):
 
 def load_institution(path: Path, size: str, seed: int = 0):
     """The sandbox's institution as the last session left it (True), or a new one (False)."""
-    from canvas_assets.sandbox import Institution, generate_institution
+    from canvas_sandbox import Institution, generate_institution
 
     if path.is_file():
         with path.open("rb") as handle:
@@ -107,7 +107,7 @@ def start_sandbox(
 ) -> str:
     """Serve the institution saved at ``path`` (or a new one); with ``changes`` = (SQS client,
     queue URL, seconds), change it and publish its Live Events. Returns the sandbox's URL."""
-    from canvas_assets.sandbox import ChangeDriver, SandboxServer
+    from canvas_sandbox import ChangeDriver, SandboxServer
 
     institution, restored = load_institution(path, size, seed)
     save_institution(institution, path, size)

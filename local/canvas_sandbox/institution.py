@@ -306,7 +306,6 @@ class _Builder:
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
         self.inst = Institution(root_account_id=1, shard_id=SHARD_ID)
-        self.used_names: set[str] = set()
 
     def uuid(self) -> str:
         # Canvas uuids are 40-character random alphanumeric slugs, not RFC 4122 uuids.

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 import psycopg
-from psycopg import sql
 from tqdm import tqdm
 
 from canvas_assets.canvas import CanvasError, CanvasResource, CanvasSession
@@ -30,7 +28,8 @@ from canvas_assets.live_events import land
 from canvas_assets.live_events.apply import apply_semester_events
 from canvas_assets.live_events.parse import MAX_DEPTH, QuarantineError, load_json
 from canvas_assets.live_events.route import route_pending
-from canvas_assets.live_events.store import pending_semesters
+from canvas_assets.live_events.store import event_outcomes, pending_semesters
+from canvas_assets.outcomes import Counts, first_line
 from canvas_assets.settings import (
     CANVAS_API_TOKEN_ENV,
     CANVAS_BASE_URL_ENV,
@@ -63,7 +62,7 @@ class Record:
 
 
 @dataclass
-class ReplayReport:
+class ReplayReport(Counts):
     read: int = 0
     applied: int = 0
     duplicate: int = 0
@@ -76,7 +75,7 @@ class ReplayReport:
     unreadable: list[str] = field(default_factory=list)  # one-line errors of unread files
     notices: list[str] = field(default_factory=list)
 
-    def line(self) -> str:
+    def summary(self) -> str:
         text = (
             f"read {self.read}: applied {self.applied}, duplicate {self.duplicate}, "
             f"skipped {self.skipped}, quarantined {self.quarantined}"
@@ -90,10 +89,6 @@ class ReplayReport:
         if self.earlier_applied:
             text += f"; also applied {self.earlier_applied} events landed earlier"
         return text
-
-    def adds_up(self) -> bool:
-        parts = (self.applied, self.duplicate, self.skipped, self.quarantined, self.pending)
-        return sum(parts) + self.not_stored == self.read
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -185,12 +180,6 @@ def read_records(path: Path) -> list[Record]:
     return [_line_record(f"{path}:{n}", line.rstrip(b"\r")) for n, line in lines]
 
 
-def read_messages(path: Path) -> Iterator[tuple[object, str | bytes]]:
-    """(message id, raw body) pairs of ``path`` (see ``read_records``)."""
-    for record in read_records(path):
-        yield record.message_id, record.body
-
-
 # -- replaying --------------------------------------------------------------------------------
 def resources(settings: Settings) -> tuple[CanvasResource, WarehouseResource]:
     """The Canvas and warehouse resources, with their secrets resolved for use outside a run."""
@@ -267,14 +256,7 @@ def _account(
 ) -> int:
     """Add each record's fate to ``report``; returns how many of them the applies closed."""
     keys = [o.event_key for o in outcomes if o.kind in (land.LANDED, land.UNKNOWN)]
-    rows = conn.execute(
-        sql.SQL("SELECT event_key, applied_at IS NOT NULL, outcome FROM {}.{} "
-                "WHERE event_key = ANY(%s)").format(
-            sql.Identifier(schema), sql.Identifier("live_events")
-        ),
-        (keys,),
-    ).fetchall()  # fmt: skip
-    fate = {key: (closed, outcome) for key, closed, outcome in rows}
+    fate = event_outcomes(conn, schema, keys)
     applied_here = 0
     for record, outcome in zip(records, outcomes, strict=True):
         if outcome.kind == land.DUPLICATE:
@@ -285,8 +267,8 @@ def _account(
         elif outcome.kind == land.LEFT_FOR_REDRIVE:
             report.not_stored += 1
         else:
-            closed, how = fate.get(outcome.event_key, (False, None))
-            if not closed:
+            how = fate.get(outcome.event_key)
+            if how is None:
                 report.pending += 1
             elif how in _APPLIED:
                 report.applied += 1
@@ -349,8 +331,7 @@ def run_replay(paths: list[Path], settings: Settings, *, out: TextIO | None = No
         print(f"canvas-assets: {exc}", file=sys.stderr)
         return 2
     except (psycopg.Error, CanvasError, RuntimeError) as exc:  # the warehouse or Canvas is down
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"canvas-assets: replay stopped: {first}", file=sys.stderr)
+        print(f"canvas-assets: replay stopped: {first_line(exc)}", file=sys.stderr)
         return 2
-    print(report.line(), file=out)
+    print(report.summary(), file=out)
     return 0 if not (report.unreadable or report.pending or report.not_stored) else 1

@@ -1,0 +1,53 @@
+"""Running semester backfills in-process, as Dagster runs them, and reading what they left: the
+helpers the backfill, fault, Live Events and UI tests share."""
+
+import dagster as dg
+import psycopg
+from psycopg import sql
+
+from canvas_assets.canvas import CanvasResource
+from canvas_assets.defs.assets import build_semester_tables, build_terms_asset
+from canvas_assets.settings import Settings
+from canvas_assets.warehouse import WarehouseResource
+
+from .truth import semester_of
+
+semester_tables = build_semester_tables(Settings())
+terms = build_terms_asset(Settings())
+
+
+def real_semesters(institution) -> list[str]:
+    return [semester_of(t) for t in institution.terms.values() if t["sis_term_id"]]
+
+
+def backfill(
+    canvas: CanvasResource,
+    warehouse: WarehouseResource,
+    instance: dg.DagsterInstance,
+    semester: str,
+) -> dg.ExecuteInProcessResult:
+    if not instance.has_dynamic_partition("semester", semester):
+        instance.add_dynamic_partitions("semester", [semester])
+    return dg.materialize(
+        [semester_tables],
+        partition_key=semester,
+        resources={"canvas": canvas, "warehouse": warehouse},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def materialization_metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+    assert events, f"no materialization for {key}"
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()}
+
+
+def table_snapshot(conn: psycopg.Connection, schema: str) -> dict[str, list[tuple]]:
+    snapshot = {}
+    for table in ("courses", "sections", "enrollments", "users"):
+        query = sql.SQL("SELECT * FROM {}.{} ORDER BY semester, institution_id").format(
+            sql.Identifier(schema), sql.Identifier(table)
+        )
+        snapshot[table] = conn.execute(query).fetchall()
+    return snapshot
