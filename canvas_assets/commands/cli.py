@@ -59,7 +59,7 @@ def _not_installed(name: str, commands: argparse._SubParsersAction) -> None:
         print(
             f"canvas-assets: '{name}' is one of the local tools, which are not installed here "
             "(production images leave them out); in the project folder run "
-            ".venv/bin/pip install -e ./local -e '.[dev]'",
+            ".venv/bin/pip install -e '.[dev]' -e ./local",
             file=sys.stderr,
         )
         return 2
