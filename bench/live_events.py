@@ -27,7 +27,7 @@ from canvas_assets.backfill.semester import backfill_semester
 from canvas_assets.canvas import CanvasResource
 from canvas_assets.canvas.fetch import fetch_terms, find_term
 from canvas_assets.live_events.apply import apply_semester_events
-from canvas_assets.live_events.land import land_messages
+from canvas_assets.live_events.land import Destinations, land_messages
 from canvas_assets.live_events.poll import poll_queue
 from canvas_assets.live_events.route import route_pending
 from canvas_assets.live_events.sqs import SQSQueueResource
@@ -91,7 +91,7 @@ def _apply_all(sandbox, warehouse: WarehouseResource, messages, semesters) -> di
     canvas = CanvasResource(base_url=sandbox.url, api_token=TOKEN)
     schema = warehouse.table_schema()
     with canvas.session() as session, warehouse.connect() as conn:
-        land_messages(conn, schema, messages)
+        land_messages(conn, Destinations.one_institution(schema), messages)
         for _ in range(50):
             routed = route_pending(conn, schema, session, ())
             if routed.unresolved == 0:
@@ -157,7 +157,9 @@ def landing_throughput(db_url: str, sqs_url: str, messages: int) -> dict:
     ticks, landed, started = [], 0, time.perf_counter()
     with warehouse.connect() as conn:
         while landed < messages and len(ticks) < 100:
-            polled = poll_queue(queue, queue.client(), conn, warehouse.table_schema())
+            polled = poll_queue(
+                queue, queue.client(), conn, Destinations.one_institution(warehouse.table_schema())
+            )
             ticks.append({"received": polled.received, "seconds": polled.seconds})
             landed += polled.landed + polled.duplicates
     seconds = time.perf_counter() - started

@@ -37,7 +37,7 @@ from canvas_assets.backfill.semester import backfill_semester
 from canvas_assets.canvas import CanvasResource
 from canvas_assets.canvas.fetch import fetch_terms, find_term
 from canvas_assets.live_events.apply import apply_semester_events
-from canvas_assets.live_events.land import land_messages
+from canvas_assets.live_events.land import Destinations, land_messages
 from canvas_assets.live_events.poll import LAND_CHUNK, poll_queue
 from canvas_assets.live_events.route import route_pending
 from canvas_assets.live_events.sqs import SQSQueueResource
@@ -106,7 +106,9 @@ def landing_alone(warehouse: WarehouseResource, bodies: list[str]) -> dict:
         for start in range(0, len(bodies), LAND_CHUNK):
             chunk = bodies[start : start + LAND_CHUNK]
             result = land_messages(
-                conn, warehouse.table_schema(), [(f"m{start + i}", b) for i, b in enumerate(chunk)]
+                conn,
+                Destinations.one_institution(warehouse.table_schema()),
+                [(f"m{start + i}", b) for i, b in enumerate(chunk)],
             )
             landed += result.landed
     seconds = time.perf_counter() - started
@@ -137,7 +139,9 @@ def through_the_queue(
     ticks = []
     with warehouse.connect() as conn:
         while len(ticks) < 500:
-            polled = poll_queue(queue, queue.client(), conn, warehouse.table_schema())
+            polled = poll_queue(
+                queue, queue.client(), conn, Destinations.one_institution(warehouse.table_schema())
+            )
             if not polled.received:
                 break
             ticks.append(polled)

@@ -3,6 +3,9 @@ every figure below comes from the run that writes the file)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 SETUP = """\
 Every figure comes from one run of `.venv/bin/python -m bench.run` (medians of the repeats it
 states; ratios are paired: each repeat's numbers come from runs made back to back). Regenerate
@@ -150,6 +153,7 @@ def markdown(results: dict) -> str:
         ]
     out += ["", "## The people: account list or single GETs", ""] + people_table(results)
     out += ["", "## Live Events", ""] + live_table(results)
+    out += vendor_section()
     return "\n".join(out) + "\n"
 
 
@@ -230,3 +234,70 @@ def text(results: dict) -> str:
     lines += ["", *backfill_table(results), "", *floor_table(results), ""]
     lines += people_table(results) + [""] + live_table(results)
     return "\n".join(lines)
+
+
+VENDOR_START, VENDOR_END = "<!-- vendor:start -->", "<!-- vendor:end -->"
+VENDOR_FILE = Path(__file__).with_name("vendor.json")
+
+
+def _n(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def vendor_lines(results: dict) -> list[str]:
+    """The "A vendor's deployment" section: one code location, one shared queue, N institutions."""
+    out = [
+        "## A vendor's deployment (bench/vendor.py)",
+        "",
+        f"Run {results['date']} on {results['cpus']} CPUs: `canvas-assets dev --institutions` "
+        "with 1, 10 and 50 small sandbox institutions in one code location, each changing "
+        "every 60 s and publishing to one shared queue (moto), embedded PostgreSQL. RSS of the "
+        "deployment's own processes (code server, webserver, daemon) is the median of the "
+        "samples taken while no run was in flight; runs, the sandbox process (sandboxes, moto, "
+        "change drivers) and PostgreSQL are reported apart.",
+        "",
+        "| institutions | services RSS idle | runs RSS peak | sandbox process | PostgreSQL | "
+        "ticks p50 / p95 | runs per hour | CPU: machine / deployment | SQS → row p50 / p95 "
+        "(events) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for size in results.get("sizes", []):
+        if "error" in size:
+            out.append(f"| {size['institutions']} | not measured: `{size['error'][:120]}` |")
+            continue
+        runs = sum(size["runs_per_hour"].values())
+        out.append(
+            f"| {size['institutions']} | {_n(size['services_rss_idle_mb'], 0)} MB | "
+            f"{_n(size['runs_rss_peak_mb'], 0)} MB | {_n(size['sandbox_process_rss_mb'], 0)} MB "
+            f"| {_n(size['postgres_rss_mb'], 0)} MB | {_n(size['tick_p50_s'])} / "
+            f"{_n(size['tick_p95_s'])} s | {runs:,.0f} | {_n(size['cpu_cores_machine'], 2)} / "
+            f"{_n(size['cpu_cores_deployment'], 2)} cores | {_n(size['latency_p50_s'])} / "
+            f"{_n(size['latency_p95_s'])} s ({size['events_applied']}) |"
+        )
+    per_added = results.get("rss_per_added_institution_mb")
+    out += ["", f"Services RSS per added institution at idle: **{_n(per_added)} MB**."]
+    return out
+
+
+def vendor_text(results: dict) -> str:
+    return "\n".join(vendor_lines(results))
+
+
+def vendor_section() -> list[str]:
+    """The section from bench/vendor.json, between its markers (empty when never measured)."""
+    if not VENDOR_FILE.is_file():
+        return []
+    return ["", VENDOR_START, *vendor_lines(json.loads(VENDOR_FILE.read_text())), VENDOR_END]
+
+
+def write_vendor_section(markdown_path: Path, results: dict) -> None:
+    """Replace (or add) the vendor section of BENCHMARKS.md, keeping the rest as it is."""
+    text = markdown_path.read_text() if markdown_path.is_file() else "# Benchmarks\n"
+    section = "\n".join([VENDOR_START, *vendor_lines(results), VENDOR_END])
+    if VENDOR_START in text:
+        before, _, rest = text.partition(VENDOR_START)
+        _, _, after = rest.partition(VENDOR_END)
+        text = before + section + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    markdown_path.write_text(text)

@@ -1,8 +1,11 @@
 """The single Dagster entry point of canvas-assets: ``defs``, built from the environment when
 Dagster loads the code location (``@dg.definitions``: importing this module reads nothing).
 
-``build_definitions(settings)`` builds one institution's code location; several, each with its
-own ``CANVAS_INSTITUTION``, can share one Dagster instance (see DEPLOYMENT.md).
+One code location serves every institution of the deployment: the entries of
+CANVAS_INSTITUTIONS_FILE, or the single institution of the CANVAS_* settings. Each institution
+gets its own assets, checks, partitions, backfill job, nightly heal and resources from one
+factory (``institution_definitions``); the sensors, the terms refresh and the Live Events apply
+job serve them all.
 """
 
 import dagster as dg
@@ -13,33 +16,50 @@ from canvas_assets.defs.assets import (
     imported_semesters_spec,
     live_events_spec,
 )
-from canvas_assets.defs.checks import build_stream_checks
-from canvas_assets.defs.jobs import build_jobs
+from canvas_assets.defs.checks import (
+    build_shared_queue_checks,
+    build_stream_checks,
+    shared_queue_spec,
+)
+from canvas_assets.defs.jobs import Jobs, build_jobs
 from canvas_assets.defs.namespace import Namespace
-from canvas_assets.defs.resources import build_resources
+from canvas_assets.defs.resources import SHARED_WAREHOUSE, build_resources
 from canvas_assets.defs.schedules import build_reconciliation_schedule
 from canvas_assets.defs.sensors.auto_import import build_semester_auto_import_sensor
-from canvas_assets.defs.sensors.live_events import build_live_events_sensor
+from canvas_assets.defs.sensors.live_events import build_live_events_sensor, queues_followed
 from canvas_assets.settings import Settings
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
-    jobs = build_jobs(settings)
+def institution_definitions(settings: Settings, namespace: Namespace, jobs: Jobs) -> dg.Definitions:
+    """One institution's assets and checks (its lineage in the UI) and its nightly heal."""
     return dg.Definitions(
         assets=[
-            build_terms_asset(settings),
-            live_events_spec(settings),
-            imported_semesters_spec(settings),
-            build_semester_tables(settings),
+            build_terms_asset(settings, namespace),
+            live_events_spec(settings, namespace),
+            imported_semesters_spec(settings, namespace),
+            build_semester_tables(settings, namespace),
         ],
-        asset_checks=[build_stream_checks(Namespace.of(settings), settings)],
+        asset_checks=[build_stream_checks(namespace, settings)],
+        schedules=[build_reconciliation_schedule(settings, namespace, jobs)],
+    )
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    namespaces = [Namespace(institution) for institution in settings.institutions]
+    jobs = build_jobs(namespaces)
+    vendor = settings.institutions_file is not None  # a shared queue, and a shared schema
+    shared = dg.Definitions(
+        assets=[shared_queue_spec()] if vendor else [],
+        asset_checks=[build_shared_queue_checks(SHARED_WAREHOUSE)] if vendor else [],
         jobs=jobs.all(),
         sensors=[
-            build_semester_auto_import_sensor(settings, jobs),
-            build_live_events_sensor(settings),
+            build_semester_auto_import_sensor(settings, namespaces, jobs),
+            *(build_live_events_sensor(settings, q) for q in queues_followed(settings, namespaces)),
         ],
-        schedules=[build_reconciliation_schedule(settings, jobs)],
         resources=build_resources(settings),
+    )
+    return dg.Definitions.merge(
+        *(institution_definitions(settings, n, jobs) for n in namespaces), shared
     )
 
 

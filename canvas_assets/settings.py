@@ -1,17 +1,18 @@
 """Every user-facing setting: its environment variable, default, type and error message.
 
 The environment is read once, by ``Settings.from_env()``, when the code location loads (or a
-command starts); everything else receives the ``Settings`` object. Secrets (the Canvas token,
-the warehouse URL with its password) are never read here: resources get them through
-``dg.EnvVar``, so Dagster keeps them out of the UI and run config. ``Settings`` only records
-whether they are set, which decides between a real service and the embedded one.
+command starts); everything else receives the ``Settings`` object. Secrets (Canvas tokens, the
+warehouse URL with its password) are never read here: resources get them through ``dg.EnvVar``,
+so Dagster keeps them out of the UI and run config. ``Settings`` only records whether they are
+set, which decides between a real service and the embedded one.
+
+The institutions served are ``Settings.institutions``: the entries of CANVAS_INSTITUTIONS_FILE
+(``canvas_assets.institutions``), or the one institution of the CANVAS_* settings below.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -22,61 +23,38 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    NonNegativeInt,
     PositiveInt,
     ValidationError,
     model_validator,
 )
 
-DEFAULT_ACCOUNT_ID = "self"
-DEFAULT_WAREHOUSE_SCHEMA = "canvas"
+from canvas_assets.institutions import (
+    CANVAS_API_TOKEN_ENV,
+    DEFAULT_ACCOUNT_ID,
+    DEFAULT_WAREHOUSE_SCHEMA,
+    INSTITUTIONS_FILE_ENV,
+    Institution,
+    InstitutionName,
+    SchemaName,
+    SemesterPatterns,
+    SettingError,
+    load_institutions,
+)
+
 DEFAULT_STATE_DIR = ".canvas-assets"
+DEFAULT_SHARED_SCHEMA = "canvas_shared"
 
 # Secrets and service addresses handed to resources as dg.EnvVar; Settings notes only whether
 # each is set.
 CANVAS_BASE_URL_ENV = "CANVAS_BASE_URL"
-CANVAS_API_TOKEN_ENV = "CANVAS_API_TOKEN"
 WAREHOUSE_URL_ENV = "CANVAS_WAREHOUSE_URL"
 QUEUE_URL_ENV = "CANVAS_LIVE_EVENTS_QUEUE_URL"
-
-
-class SettingError(ValueError):
-    """A setting has a value we cannot use; the message names the environment variable."""
-
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-
-
-_IDENTIFIER_RULE = (
-    "must be a plain PostgreSQL identifier (letters, digits, underscores, not starting with a "
-    "digit)"
-)
-
-
-def validate_schema_name(schema: str) -> str:
-    """The schema name, if it is a plain PostgreSQL identifier; else a SettingError naming
-    CANVAS_WAREHOUSE_SCHEMA (also the rule of the ``warehouse_schema`` setting)."""
-    if not _IDENTIFIER.match(schema):
-        raise SettingError(f"CANVAS_WAREHOUSE_SCHEMA {_IDENTIFIER_RULE}, got {schema!r}.")
-    return schema
 
 
 def _comma_list(value: object) -> object:
     """A comma-separated variable as a tuple; empty parts are dropped."""
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
-    return value
-
-
-_INSTITUTION = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
-
-
-def _institution(value: str) -> str:
-    if not _INSTITUTION.match(value):
-        raise ValueError(
-            "must be a short lowercase name (letters, digits, underscores, starting with a "
-            "letter), e.g. state_u"
-        )
     return value
 
 
@@ -90,18 +68,9 @@ def _home(value: object) -> object:
     return Path(value).expanduser().resolve() if isinstance(value, (str, Path)) else value
 
 
-# Comma-separated semester keys or shell-style patterns (2026*); empty means all.
-SemesterPatterns = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
 CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
-InstitutionName = Annotated[str, AfterValidator(_institution)]
-SchemaName = Annotated[str, AfterValidator(validate_schema_name)]
 Cron = Annotated[str, AfterValidator(_cron)]
 StateDir = Annotated[Path, BeforeValidator(_home)]
-
-
-def semester_matches(key: str, patterns: tuple[str, ...]) -> bool:
-    """True when ``key`` is wanted by Target Semesters (no patterns means every semester)."""
-    return not patterns or any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns)
 
 
 class Settings(BaseModel):
@@ -118,7 +87,11 @@ class Settings(BaseModel):
     max_concurrency: PositiveInt = Field(16, alias="CANVAS_MAX_CONCURRENCY")
     # Defaults to canvas, or canvas_<institution>.
     warehouse_schema: SchemaName = Field(DEFAULT_WAREHOUSE_SCHEMA, alias="CANVAS_WAREHOUSE_SCHEMA")
-    # Local state (embedded PostgreSQL, Dagster home, dev lock); unset: see tools/devstack.py.
+    # A vendor's institutions (canvas_assets.institutions); unset: the one institution above.
+    institutions_file: Path | None = Field(None, alias=INSTITUTIONS_FILE_ENV)
+    # What belongs to no institution: the shared queue's quarantine (unknown institutions).
+    shared_schema: SchemaName = Field(DEFAULT_SHARED_SCHEMA, alias="CANVAS_SHARED_SCHEMA")
+    # Local state (embedded PostgreSQL, Dagster home, dev lock); unset: see canvas_devstack.
     state_dir: StateDir | None = Field(None, alias="CANVAS_ASSETS_HOME")
     target_semesters: SemesterPatterns = Field((), alias="CANVAS_TARGET_SEMESTERS")
     auto_import_semesters: bool = Field(True, alias="CANVAS_AUTO_IMPORT_SEMESTERS")
@@ -126,14 +99,9 @@ class Settings(BaseModel):
         300, alias="CANVAS_SEMESTER_SENSOR_INTERVAL_SECONDS"
     )
     live_events_sensor_interval_seconds: PositiveInt = Field(
-        30, alias="CANVAS_LIVE_EVENTS_SENSOR_INTERVAL_SECONDS"
+        10, alias="CANVAS_LIVE_EVENTS_SENSOR_INTERVAL_SECONDS"
     )
     reconcile_cron: Cron = Field("0 3 * * *", alias="CANVAS_RECONCILE_CRON")
-    # How long one Live Events apply run keeps applying a semester's new events before it
-    # ends (it ends sooner once idle); 0 applies once per run.
-    apply_run_window_seconds: NonNegativeInt = Field(
-        600, alias="CANVAS_APPLY_RUN_WINDOW_SECONDS", le=3000
-    )
     # Stream health checks on canvas/live_events.
     live_events_max_lag_seconds: PositiveInt = Field(
         300, alias="CANVAS_LIVE_EVENTS_MAX_LAG_SECONDS"
@@ -152,6 +120,8 @@ class Settings(BaseModel):
     canvas_token_configured: bool = False
     warehouse_url_configured: bool = False
     live_events_queue_configured: bool = False
+    # Filled by from_env (and by validation when built directly): never read from a variable.
+    institutions: tuple[Institution, ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -160,10 +130,24 @@ class Settings(BaseModel):
         if isinstance(values, dict):
             institution = values.get("CANVAS_INSTITUTION", values.get("institution"))
             has_schema = "CANVAS_WAREHOUSE_SCHEMA" in values or "warehouse_schema" in values
-            valid = isinstance(institution, str) and _INSTITUTION.match(institution)
+            valid = isinstance(institution, str) and institution.isidentifier()
             if valid and not has_schema:
                 values = {**values, "CANVAS_WAREHOUSE_SCHEMA": f"canvas_{institution}"}
         return values
+
+    @model_validator(mode="after")
+    def _single_institution(self) -> Settings:
+        """Without an institutions file, the one institution of the CANVAS_* settings."""
+        if not self.institutions and self.institutions_file is None:
+            single = Institution(
+                name=self.institution,
+                account_id=self.account_id,
+                target_semesters=self.target_semesters,
+                auto_import=self.auto_import_semesters,
+                schema=self.warehouse_schema,
+            )
+            object.__setattr__(self, "institutions", (single,))
+        return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -178,9 +162,18 @@ class Settings(BaseModel):
         values["warehouse_url_configured"] = bool(env.get(WAREHOUSE_URL_ENV))
         values["live_events_queue_configured"] = bool(env.get(QUEUE_URL_ENV))
         try:
-            return cls.model_validate(values)
+            settings = cls.model_validate(values)
         except ValidationError as exc:
             raise SettingError(_describe(exc)) from None
+        if settings.institutions_file is not None:
+            # The deployment's own Target/Auto Import Semesters are every entry's defaults.
+            defaults = {
+                "target_semesters": settings.target_semesters,
+                "auto_import": settings.auto_import_semesters,
+            }
+            loaded = load_institutions(settings.institutions_file, env, defaults)
+            settings = settings.model_copy(update={"institutions": loaded})
+        return settings
 
 
 def _describe(exc: ValidationError) -> str:
@@ -191,7 +184,7 @@ def _describe(exc: ValidationError) -> str:
         if isinstance(cause, SettingError):  # already names its variable and value
             lines.append(str(cause))
             continue
-        name = ".".join(str(part) for part in error["loc"])
+        name = str(error["loc"][0])  # the variable (a list's item index adds nothing)
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{name}: {message}; got {error.get('input')!r}.")
     return " ".join(lines)

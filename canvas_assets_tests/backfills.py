@@ -7,13 +7,17 @@ from psycopg import sql
 
 from canvas_assets.canvas import CanvasResource
 from canvas_assets.defs.assets import build_semester_tables, build_terms_asset
+from canvas_assets.defs.namespace import Namespace
 from canvas_assets.settings import Settings
 from canvas_assets.warehouse import WarehouseResource
 
 from .truth import semester_of
 
-semester_tables = build_semester_tables(Settings())
-terms = build_terms_asset(Settings())
+SETTINGS = Settings()
+# The single institution of the CANVAS_* settings: plain names (canvas/courses, semester).
+NAMESPACE = Namespace(SETTINGS.institutions[0])
+semester_tables = build_semester_tables(SETTINGS, NAMESPACE)
+terms = build_terms_asset(SETTINGS, NAMESPACE)
 
 
 def real_semesters(institution) -> list[str]:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from canvas_assets.canvas import CanvasResource
 from canvas_assets.canvas.fetch import fetch_terms, find_term
 from canvas_assets.live_events.apply import apply_semester_events
+from canvas_assets.live_events.land import Destinations
 from canvas_assets.live_events.poll import poll_queue
 from canvas_assets.live_events.route import route_pending
 from canvas_assets.live_events.sqs import SQSQueueResource
@@ -60,7 +61,15 @@ def work(config: dict) -> None:
 
         session._request = counted  # type: ignore[method-assign]
         with at_stages(killer):
-            poll_queue(queue, queue.client(), conn, schema, 5.0, receivers=2, chunk=10)
+            poll_queue(
+                queue,
+                queue.client(),
+                conn,
+                Destinations.one_institution(schema),
+                5.0,
+                receivers=2,
+                chunk=10,
+            )
             route_pending(conn, schema, session, tuple(config["target"]))
         phase[0] = "apply"
         if config.get("kill") == ("apply-write", 1):

@@ -236,7 +236,7 @@ def _helm_coordinator(daemon: dict) -> dict | None:
 
 
 def _helm_daemon_settings(daemon: dict) -> dict:
-    """run_monitoring and sensors, from the daemon's values."""
+    """run_monitoring, run_retries and sensors, from the daemon's values."""
     rendered: dict = {}
     monitoring = daemon.get("runMonitoring") or {}
     _known(monitoring, set(_RUN_MONITORING_KEYS), "dagsterDaemon.runMonitoring")
@@ -246,6 +246,10 @@ def _helm_daemon_settings(daemon: dict) -> dict:
             for key, value in monitoring.items()
             if value or key == "enabled"
         }
+    retries = daemon.get("runRetries") or {}
+    _known(retries, {"enabled", "maxRetries"}, "dagsterDaemon.runRetries")
+    if retries.get("enabled"):
+        rendered["run_retries"] = {"enabled": True, "max_retries": retries.get("maxRetries", 0)}
     sensors = daemon.get("sensors") or {}
     _known(sensors, {"useThreads", "numWorkers"}, "dagsterDaemon.sensors")
     if sensors.get("useThreads"):

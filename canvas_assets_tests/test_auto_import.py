@@ -6,21 +6,18 @@ from psycopg import sql
 
 from canvas_assets import definitions
 from canvas_assets.defs.jobs import build_jobs
+from canvas_assets.defs.namespace import Namespace
 from canvas_assets.defs.sensors.auto_import import (
     build_semester_auto_import_sensor,
     plan_auto_import,
 )
 from canvas_assets.settings import SettingError, Settings
 
+from .backfills import NAMESPACE, SETTINGS, terms
 from .truth import semester_of
 
-TERMS = [
-    {"id": 1, "sis_term_id": None, "workflow_state": "active"},
-    {"id": 2, "sis_term_id": "2025FA", "workflow_state": "active"},
-    {"id": 3, "sis_term_id": "2026SP", "workflow_state": "active"},
-    {"id": 4, "sis_term_id": "2026FA", "workflow_state": "active"},
-    {"id": 5, "sis_term_id": "2026SU", "workflow_state": "deleted"},
-]
+# The live terms' semesters, as the warehouse's terms table gives them.
+TERMS = ["term-1", "2025FA", "2026SP", "2026FA"]
 
 
 def test_target_semester_patterns_limit_partitions() -> None:
@@ -55,23 +52,33 @@ def test_bad_boolean_setting_names_the_variable() -> None:
 def test_sensor_adds_new_term_partitions_and_requests_backfills(
     canvas, warehouse, db, institution
 ) -> None:
-    """Without this, a new Canvas term would never appear as a semester partition."""
+    """Without this, a new Canvas term would never appear as a semester partition, or the
+    sensor would call Canvas in its tick instead of leaving that to the terms run."""
     real = sorted(semester_of(t) for t in institution.terms.values() if t["sis_term_id"])
     settings = Settings(
         target_semesters=(real[0],), auto_import_semesters=True, semester_sensor_interval_seconds=30
     )
-    sensor = build_semester_auto_import_sensor(settings, build_jobs(settings))
+    namespaces = [Namespace(settings.institutions[0])]
+    sensor = build_semester_auto_import_sensor(settings, namespaces, build_jobs(namespaces))
     with dg.DagsterInstance.ephemeral() as instance:
-        context = dg.build_sensor_context(
-            instance=instance, resources={"canvas": canvas, "warehouse": warehouse}
+        context = dg.build_sensor_context(instance=instance, resources={"warehouse": warehouse})
+        first = sensor(context)  # no terms in the warehouse yet: it asks for a terms refresh
+        assert [r.job_name for r in first.run_requests] == ["canvas_terms_sync"]
+        assert not first.dynamic_partitions_requests
+        assert dg.materialize(
+            [terms], resources={"canvas": canvas, "warehouse": warehouse}, instance=instance
+        ).success
+        result = sensor(
+            dg.build_sensor_context(
+                instance=instance, resources={"warehouse": warehouse}, cursor=first.cursor
+            )
         )
-        result = sensor(context)
         assert isinstance(result, dg.SensorResult)
         added = [r.partition_keys for r in result.dynamic_partitions_requests]
         assert added == [[real[0]]]
         semester_runs = [r for r in result.run_requests if r.partition_key]
-        assert [(r.partition_key, r.run_key) for r in semester_runs] == [
-            (real[0], f"auto-import:{real[0]}")
+        assert [(r.partition_key, r.run_key, r.job_name) for r in semester_runs] == [
+            (real[0], f"auto-import:canvas:{real[0]}", "canvas_semester_sync")
         ]
         row = db.execute(
             sql.SQL("SELECT status FROM {}.semester_sync_status WHERE semester = %s").format(
@@ -84,7 +91,7 @@ def test_sensor_adds_new_term_partitions_and_requests_backfills(
         instance.add_dynamic_partitions("semester", [real[0]])
         again = sensor(
             dg.build_sensor_context(
-                instance=instance, resources={"canvas": canvas, "warehouse": warehouse}
+                instance=instance, resources={"warehouse": warehouse}, cursor=result.cursor
             )
         )
         assert isinstance(again, dg.SensorResult) and not again.run_requests
@@ -135,18 +142,14 @@ def test_reconciliation_schedule_requests_backfills_of_current_semesters(
     """Without this, events Canvas never delivered would never be healed."""
     from datetime import UTC, datetime
 
-    from canvas_assets.defs.assets import build_terms_asset
     from canvas_assets.defs.schedules import build_reconciliation_schedule
-
-    terms_asset = build_terms_asset(Settings())
 
     with dg.instance_for_test() as instance:
         assert dg.materialize(
-            [terms_asset], resources={"canvas": canvas, "warehouse": warehouse}, instance=instance
+            [terms], resources={"canvas": canvas, "warehouse": warehouse}, instance=instance
         ).success
         instance.add_dynamic_partitions("semester", ["2025FA", "2026FA"])
-        settings = Settings.from_env({})
-        schedule = build_reconciliation_schedule(settings, build_jobs(settings))
+        schedule = build_reconciliation_schedule(SETTINGS, NAMESPACE, build_jobs([NAMESPACE]))
         # Entered so the context closes what it opened before the instance does: a context left
         # open keeps this instance's (soon deleted) state storage current for later tests.
         with dg.build_schedule_context(
@@ -158,3 +161,24 @@ def test_reconciliation_schedule_requests_backfills_of_current_semesters(
     assert [(r.partition_key, r.run_key) for r in requests] == [
         ("2026FA", "reconcile:2026FA:2026-10-01T03:00")
     ]
+
+
+def test_deleted_terms_never_become_semesters(db, warehouse) -> None:
+    """Without this, a term deleted in Canvas (still listed with workflow_state deleted) would
+    be added as a partition and backfilled on every tick."""
+    from datetime import UTC, datetime
+
+    from canvas_assets.tables import TERMS as TERMS_TABLE
+    from canvas_assets.tables.columns import frame
+    from canvas_assets.warehouse.reads import live_semesters
+    from canvas_assets.warehouse.writes import write_terms
+
+    rows = [
+        {"institution_id": 4, "code": "2026FA", "name": "Fall", "status": "active",
+         "semester": "2026FA"},
+        {"institution_id": 5, "code": "2026SU", "name": "Summer", "status": "deleted",
+         "semester": "2026SU"},
+    ]  # fmt: skip
+    validated = TERMS_TABLE.model.validate(frame(TERMS_TABLE.model, rows))
+    write_terms(db, warehouse.table_schema(), validated, datetime.now(UTC))
+    assert live_semesters(db, warehouse.table_schema()) == ["2026FA"]

@@ -5,12 +5,17 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 from psycopg import sql
 
-from canvas_assets.defs.namespace import Namespace
-
-from .backfills import backfill, materialization_metadata, real_semesters, table_snapshot, terms
+from .backfills import (
+    NAMESPACE,
+    backfill,
+    materialization_metadata,
+    real_semesters,
+    table_snapshot,
+    terms,
+)
 from .truth import expected_semester, semester_of, warehouse_semester
 
-COURSES_KEY = Namespace().key("courses")
+COURSES_KEY = NAMESPACE.key("courses")
 
 
 def test_semester_backfill_equals_canvas_row_for_row(

@@ -86,9 +86,9 @@ def test_live_event_reaches_postgres_through_the_daemon(
 
 
 def test_two_institutions_in_one_local_stack_are_both_imported(postgres_url, tmp_path) -> None:
-    """Without this, serving several institutions from one Dagster instance (one code location
-    each) could collide on asset keys, partitions, pools or warehouse schemas, and only the
-    second college to be onboarded would notice."""
+    """Without this, a vendor's shape on a laptop (an institutions file, one code location,
+    one shared queue every sandbox publishes to) could collide on asset keys, partitions,
+    pools or warehouse schemas, and only the second college to be onboarded would notice."""
     dagster_db = f"dagster_{uuid.uuid4().hex[:8]}"
     ensure_database(postgres_url, dagster_db)
     suffix = uuid.uuid4().hex[:6]
@@ -138,3 +138,4 @@ def test_two_institutions_in_one_local_stack_are_both_imported(postgres_url, tmp
     assert all(counts), counts  # each institution's own sandbox, each in its own schema
     log = log_path.read_text(errors="replace")
     assert all(f"institution {name}" in log for name in names)
+    assert "one shared queue" in log and log.count("Started Dagster code server for") == 1

@@ -172,6 +172,7 @@ def test_each_deployment_keeps_the_projects_run_policy_and_no_local_state(deploy
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     assert config["run_monitoring"]["enabled"] is True
     assert config["run_monitoring"].get("max_resume_run_attempts", 0) == 0
+    assert config["run_retries"] == project["run_retries"]
     assert config["telemetry"] == {"enabled": False}
     # Several code locations (institutions) share the daemon: sensors must not tick serially.
     assert config["sensors"]["use_threads"] is True and config["sensors"]["num_workers"] >= 4

@@ -23,6 +23,7 @@ from psycopg import sql
 
 from canvas_assets.canvas.fetch import fetch_terms, find_term
 from canvas_assets.live_events.apply import apply_semester_events
+from canvas_assets.live_events.land import Destinations
 from canvas_assets.live_events.poll import poll_queue
 from canvas_assets.live_events.route import route_pending
 from canvas_assets.warehouse import WarehouseResource, status
@@ -260,7 +261,10 @@ def test_postgres_restarted_mid_apply_leaves_its_events_pending_then_applies_the
     session = canvas.session()
     term = find_term(fetch_terms(session), semester)
     with own_warehouse.connect() as conn:
-        assert poll_queue(queue, queue.client(), conn, schema).landed == 1
+        assert (
+            poll_queue(queue, queue.client(), conn, Destinations.one_institution(schema)).landed
+            == 1
+        )
         route_pending(conn, schema, session, ())
     before = _snapshot(own_warehouse)
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 from psycopg import sql
 
+from canvas_assets.live_events.land import Destinations
 from canvas_assets.live_events.parse import parse_message
 from canvas_assets.live_events.poll import poll_queue
 from canvas_assets.live_events.sqs import SQSQueueResource
@@ -131,7 +132,9 @@ def test_redeliveries_duplicates_and_disorder_land_each_event_exactly_once(
     time.sleep(1.2)
     schema = warehouse.table_schema()
     with warehouse.connect() as conn:
-        polled = poll_queue(queue, queue.client(), conn, schema, budget_seconds=30)
+        polled = poll_queue(
+            queue, queue.client(), conn, Destinations.one_institution(schema), budget_seconds=30
+        )
     sent = {parse_message(json.dumps(e)).event_key for e in driver.sent}
     landed = _landed_keys(db, schema)
     assert sorted(landed) == sorted(sent)
@@ -177,10 +180,19 @@ def test_a_briefly_unreachable_queue_loses_nothing_and_the_tick_says_so(
 
     schema = warehouse.table_schema()
     with warehouse.connect() as conn, at_stages(cut):
-        first = poll_queue(flaky, flaky.client(), conn, schema, budget_seconds=6, chunk=10)
+        first = poll_queue(
+            flaky,
+            flaky.client(),
+            conn,
+            Destinations.one_institution(schema),
+            budget_seconds=6,
+            chunk=10,
+        )
     with warehouse.connect() as conn:
         time.sleep(2.5)  # undeleted messages come back after the visibility timeout
-        second = poll_queue(flaky, flaky.client(), conn, schema, budget_seconds=20)
+        second = poll_queue(
+            flaky, flaky.client(), conn, Destinations.one_institution(schema), budget_seconds=20
+        )
     assert outage.is_set() and proxy.dropped > 0
     assert first.receive_errors + first.delete_failures > 0
     assert "SQS receive failed" in first.summary() or "not deleted from SQS" in first.summary()
@@ -236,7 +248,11 @@ def test_a_message_postgres_will_not_even_quarantine_goes_to_the_dead_letter_que
     polls = []
     with warehouse.connect() as conn:
         for _ in range(6):
-            polls.append(poll_queue(queue, client, conn, warehouse.table_schema(), 10))
+            polls.append(
+                poll_queue(
+                    queue, client, conn, Destinations.one_institution(warehouse.table_schema()), 10
+                )
+            )
             if _depth(queue) == 0:
                 break
             time.sleep(2.1)  # the visibility timeout: SQS offers the refused message again

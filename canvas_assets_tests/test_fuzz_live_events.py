@@ -19,8 +19,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
 
-from canvas_assets.defs.sensors.live_events import build_live_events_sensor
+from canvas_assets.defs.namespace import Namespace
+from canvas_assets.defs.sensors.live_events import build_live_events_sensor, queues_followed
 from canvas_assets.live_events import land
+from canvas_assets.live_events.land import Destinations
 from canvas_assets.live_events.parse import (
     EVENT_TIME_RANGE,
     MAX_ID,
@@ -112,7 +114,9 @@ def test_a_mixed_batch_lands_every_valid_message_and_accounts_for_every_other(
     schema = warehouse.table_schema()
     with warehouse.connect() as conn:
         result = land.land_messages(
-            conn, schema, [(f"m{i}", body) for i, (_, body) in enumerate(batch)]
+            conn,
+            Destinations.one_institution(schema),
+            [(f"m{i}", body) for i, (_, body) in enumerate(batch)],
         )
         parts = (result.landed, result.unknown, result.duplicates, result.quarantined)
         assert sum(parts) + result.left_for_redrive == len(batch) == len(result.outcomes)
@@ -166,8 +170,10 @@ def test_the_probes_poison_messages_are_quarantined_by_the_real_sensor(
             )
             client.send_message(QueueUrl=queue.queue_url, MessageBody=json.dumps(event))
             sent_valid += 1
-    sensor = build_live_events_sensor(Settings.from_env({}))
-    resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
+    settings = Settings.from_env({})
+    namespaces = [Namespace(settings.institutions[0])]
+    sensor = build_live_events_sensor(settings, queues_followed(settings, namespaces)[0])
+    resources = {"warehouse": warehouse, "sqs": queue}
     ticks = 0
     for _ in range(5):  # every tick must return; a few are enough to drain the queue
         sensor(dg.build_sensor_context(instance=instance, resources=resources))

@@ -1,82 +1,71 @@
 """Which apply runs the Live Events sensor requests: pure decisions, no daemon needed."""
 
-from canvas_assets.defs.sensors.live_events import ApplyRun, live_event_run_requests, retry_delay
-from canvas_assets.settings import Settings
-
-SETTINGS = Settings()
+from canvas_assets.defs.sensors.live_events import (
+    RETRY_WINDOW_SECONDS,
+    InstitutionWork,
+    plan_runs,
+)
 
 NOW = 1_800_000_000.0
 
 
-def keys(requests) -> list[str]:
-    return [r.run_key for r in requests]
-
-
-def test_first_request_names_the_newest_pending_event() -> None:
-    """Without this, two ticks finding the same events would launch two apply runs."""
-    assert keys(live_event_run_requests(SETTINGS, {"2026FA": 42, "2026SP": 7}, {}, NOW)) == [
-        "live-events:2026FA:42",
-        "live-events:2026SP:7",
+def labels(plan) -> list[list[str]]:
+    return [
+        r.run_config["ops"]["apply_live_events"]["config"]["institutions"] for r in plan.requests
     ]
 
 
-def test_no_second_run_while_one_for_the_semester_is_in_flight() -> None:
-    """Without this, two applies of one semester would run at once when new events arrive."""
-    in_flight = ApplyRun("live-events:2026FA:42", finished=False, failed=False)
-    runs = {"2026FA": [in_flight]}
-    assert keys(live_event_run_requests(SETTINGS, {"2026FA": 50, "2026SP": 7}, runs, NOW)) == [
-        "live-events:2026SP:7"
+def test_healthy_institutions_with_work_share_one_short_run() -> None:
+    """Without this, every institution with events would cost a run launch of its own on each
+    tick, and a vendor's deployment could not keep up at fifty institutions."""
+    work = [
+        InstitutionWork("north", 42, failing=False),
+        InstitutionWork("south", 7, failing=False),
+        InstitutionWork("east", None, failing=False),  # nothing to apply
     ]
+    plan = plan_runs(work, set(), NOW)
+    assert labels(plan) == [["north", "south"]]
+    assert plan.requests[0].tags["dagster/max_retries"] == "2"  # Dagster retries it
 
 
-def test_failed_run_is_retried_under_a_new_key_with_growing_delays() -> None:
-    """Without this, a failed apply's run key, never reused by Dagster, would strand its
-    events; retrying at once would hammer a Canvas that is down."""
-    failed = ApplyRun("live-events:2026FA:42", finished=True, failed=True, end_time=NOW - 10)
-    assert live_event_run_requests(SETTINGS, {"2026FA": 42}, {"2026FA": [failed]}, NOW) == []
-    later = NOW - 10 + retry_delay(1)
-    assert keys(live_event_run_requests(SETTINGS, {"2026FA": 42}, {"2026FA": [failed]}, later)) == [
-        "live-events:2026FA:42:retry-1"
+def test_the_same_events_give_the_same_run_key_and_new_events_a_new_one() -> None:
+    """Without this, two ticks finding the same events would launch two runs, or new events
+    would wait for a window to pass."""
+    work = [InstitutionWork("north", 42, failing=False)]
+    first, again = plan_runs(work, set(), NOW), plan_runs(work, set(), NOW + 5)
+    assert first.requests[0].run_key == again.requests[0].run_key
+    newer = plan_runs([InstitutionWork("north", 43, failing=False)], set(), NOW + 5)
+    assert newer.requests[0].run_key != first.requests[0].run_key
+
+
+def test_work_left_over_is_tried_again_in_the_next_window() -> None:
+    """Without this, events a run could not apply (Canvas could not route them) would wait
+    until another event happened to arrive."""
+    work = [InstitutionWork("north", 42, failing=False)]
+    first = plan_runs(work, set(), NOW)
+    later = plan_runs(work, set(), NOW + RETRY_WINDOW_SECONDS)
+    assert first.requests[0].run_key != later.requests[0].run_key
+
+
+def test_an_institution_being_applied_gets_no_second_run() -> None:
+    """Without this, runs would pile up behind a slow institution's run."""
+    work = [InstitutionWork("north", 42, failing=False), InstitutionWork("south", 7, False)]
+    plan = plan_runs(work, {"north"}, NOW)
+    assert labels(plan) == [["south"]]
+    assert plan.in_flight == ["north"]
+
+
+def test_a_failing_institution_gets_runs_of_its_own_and_never_fails_the_others() -> None:
+    """Without this, an institution whose Canvas is down would fail every batch it is in, and
+    the healthy institutions with it."""
+    work = [
+        InstitutionWork("north", 42, failing=True),
+        InstitutionWork("south", 7, failing=False),
+        InstitutionWork("west", 9, failing=True),
     ]
-    failed_again = ApplyRun(
-        "live-events:2026FA:42:retry-1", finished=True, failed=True, end_time=later
-    )
-    history = {"2026FA": [failed_again, failed]}
-    assert live_event_run_requests(SETTINGS, {"2026FA": 42}, history, later + retry_delay(1)) == []
-    assert keys(
-        live_event_run_requests(SETTINGS, {"2026FA": 42}, history, later + retry_delay(2))
-    ) == ["live-events:2026FA:42:retry-2"]
-    assert retry_delay(1) < retry_delay(2) < retry_delay(50) == retry_delay(60)
-
-
-def test_new_events_after_a_failure_get_a_run_at_once() -> None:
-    """Without this, events arriving after a failed run would wait out the failed run's delay
-    even though their own run key is new."""
-    failed = ApplyRun("live-events:2026FA:42", finished=True, failed=True, end_time=NOW)
-    assert keys(live_event_run_requests(SETTINGS, {"2026FA": 43}, {"2026FA": [failed]}, NOW)) == [
-        "live-events:2026FA:43"
-    ]
-
-
-def test_retry_keys_stay_new_beyond_the_runs_the_sensor_looks_at() -> None:
-    """Without this, once more failed attempts existed than the sensor reads back, it would
-    request an already used run key, which Dagster silently skips, stranding the events."""
-    base = "live-events:2026FA:42"
-    history = [
-        ApplyRun(f"{base}:retry-{n}", finished=True, failed=True, end_time=NOW - 7200)
-        for n in range(30, 10, -1)  # the 20 newest of 31 attempts, newest first
-    ]
-    assert keys(live_event_run_requests(SETTINGS, {"2026FA": 42}, {"2026FA": history}, NOW)) == [
-        f"{base}:retry-31"
-    ]
-
-
-def test_a_run_stuck_unfinished_for_hours_stops_blocking_its_semester() -> None:
-    """Without this, a run whose worker died unnoticed would hold back every later apply of
-    its semester forever."""
-    stuck = ApplyRun("live-events:2026FA:42", finished=False, failed=False, created_at=NOW - 86400)
-    recent = ApplyRun("live-events:2026FA:42", finished=False, failed=False, created_at=NOW - 60)
-    assert keys(live_event_run_requests(SETTINGS, {"2026FA": 50}, {"2026FA": [stuck]}, NOW)) == [
-        "live-events:2026FA:50"
-    ]
-    assert live_event_run_requests(SETTINGS, {"2026FA": 50}, {"2026FA": [recent]}, NOW) == []
+    plan = plan_runs(work, set(), NOW)
+    assert labels(plan) == [["south"], ["north"], ["west"]]
+    alone = plan.requests[1]
+    assert "dagster/max_retries" not in alone.tags  # tried once per window or new event
+    same_window = plan_runs(work, set(), NOW + 60)
+    assert same_window.requests[1].run_key == alone.run_key

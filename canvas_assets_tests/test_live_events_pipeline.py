@@ -15,24 +15,18 @@ from canvas_assets.canvas import CanvasRequestError
 from canvas_assets.canvas.fetch import fetch_terms, find_term
 from canvas_assets.commands.cli import main as cli_main
 from canvas_assets.defs.apply import APPLY_JOB, build_apply_job
-from canvas_assets.defs.sensors.live_events import (
-    apply_run_config,
-    build_live_events_sensor,
-    live_event_run_requests,
-    recent_apply_runs,
-    retry_delay,
-)
+from canvas_assets.defs.sensors.live_events import build_live_events_sensor, queues_followed
 from canvas_assets.live_events.apply import apply_semester_events
-from canvas_assets.live_events.land import land_messages
+from canvas_assets.live_events.land import Destinations, land_messages
 from canvas_assets.live_events.poll import poll_queue
 from canvas_assets.live_events.route import route_pending
 from canvas_assets.live_events.sqs import SQSQueueResource
 from canvas_assets.live_events.store import pending_semesters
-from canvas_assets.settings import Settings
 from canvas_sandbox import ChangeDriver, envelope, global_id, send_envelopes
 from canvas_sandbox import rename_course as renamed_with_event
+from canvas_sandbox.faults import Faults, PageFault
 
-from .backfills import backfill, real_semesters
+from .backfills import NAMESPACE, SETTINGS, backfill, real_semesters
 from .conftest import SANDBOX_TOKEN
 from .truth import (
     expected_semester,
@@ -41,9 +35,24 @@ from .truth import (
     warehouse_semester,
 )
 
-# Apply runs that make one pass (the default keeps a run open for new events for minutes).
-ONE_PASS = Settings.from_env({"CANVAS_APPLY_RUN_WINDOW_SECONDS": "0"})
-apply_job = build_apply_job(ONE_PASS)
+apply_job = build_apply_job([NAMESPACE])
+(FOLLOWED,) = queues_followed(SETTINGS, [NAMESPACE])
+APPLY_CONFIG = {"ops": {"apply_live_events": {"config": {"institutions": ["canvas"]}}}}
+
+
+def sensor():
+    return build_live_events_sensor(SETTINGS, FOLLOWED)
+
+
+def launch(request: dg.RunRequest, canvas, warehouse, instance) -> dg.ExecuteInProcessResult:
+    """Run the request the way the daemon would: its config, tags and run key on the run."""
+    return apply_job.execute_in_process(
+        run_config=request.run_config,
+        tags={**request.tags, "dagster/run_key": request.run_key},
+        resources={"canvas": canvas, "warehouse": warehouse},
+        instance=instance,
+        raise_on_error=False,
+    )
 
 
 def queue_depth(queue: SQSQueueResource) -> int:
@@ -59,7 +68,9 @@ def land_and_apply(queue, warehouse, canvas, partitions, target=()) -> dict:
     schema = warehouse.table_schema()
     applied = {"events": 0, "applied": 0, "stale": 0}
     with warehouse.connect() as conn:
-        polled = poll_queue(queue, queue.client(), conn, schema, budget_seconds=60)
+        polled = poll_queue(
+            queue, queue.client(), conn, Destinations.one_institution(schema), budget_seconds=60
+        )
         session = canvas.session()
         # The sensor routes a bounded number of REST look-ups per tick; ticks repeat until done
         # or until a tick makes no progress (Canvas down).
@@ -198,6 +209,7 @@ def test_crash_between_landing_and_deleting_loses_nothing_and_applies_once(
     script = textwrap.dedent(
         f"""
         import os, signal
+        from canvas_assets.live_events.land import Destinations
         from canvas_assets.live_events.poll import poll_queue
         from canvas_assets.live_events.sqs import SQSQueueResource
         from canvas_assets.warehouse import WarehouseResource
@@ -207,8 +219,9 @@ def test_crash_between_landing_and_deleting_loses_nothing_and_applies_once(
         def die(stage):
             if stage == "landed":  # landed and committed, not yet deleted
                 os.kill(os.getpid(), signal.SIGKILL)
+        destinations = Destinations.one_institution({warehouse.table_schema()!r})
         with warehouse.connect() as conn, at_stages(die):
-            poll_queue(queue, queue.client(), conn, {warehouse.table_schema()!r})
+            poll_queue(queue, queue.client(), conn, destinations)
         """
     )
     crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
@@ -247,7 +260,9 @@ def test_failed_apply_leaves_events_pending_then_applies_them_once(
     session = canvas.session()
     term = find_term(fetch_terms(session), semester)
     with warehouse.connect() as conn:
-        poll_queue(queue, queue.client(), conn, schema, budget_seconds=60)
+        poll_queue(
+            queue, queue.client(), conn, Destinations.one_institution(schema), budget_seconds=60
+        )
         route_pending(conn, schema, session, ())
         assert semester in pending_semesters(conn, schema)
         sandbox.faults.error_rate = 1.0  # Canvas goes down during the apply
@@ -385,26 +400,23 @@ def test_events_wait_until_their_semester_is_a_partition_and_imported(
 
 
 def test_sensor_lands_and_requests_an_apply_run_that_updates_the_tables(
-    canvas, warehouse, db, institution, instance, queue
+    canvas, warehouse, db, institution, instance, queue, sandbox
 ) -> None:
-    """Without this, the daemon's sensor and the runs it launches would not be wired together."""
+    """Without this, the daemon's sensor and the runs it launches would not be wired together,
+    or a tick would call Canvas (slow, and failing with it) instead of leaving that to a run."""
     semester = real_semesters(institution)[0]
     assert backfill(canvas, warehouse, instance, semester).success
     course_id = rename_course_in_canvas(institution, queue, semester, "Changed by a live event")
-    sensor = build_live_events_sensor(ONE_PASS)
     resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
-    result = sensor(dg.build_sensor_context(instance=instance, resources=resources))
-    assert isinstance(result, dg.SensorResult)
-    assert [r.partition_key for r in result.run_requests] == [semester]
+    requests_before = len(sandbox.request_log)
+    result = sensor()(dg.build_sensor_context(instance=instance, resources=resources))
+    assert len(sandbox.request_log) == requests_before  # the tick called no Canvas
+    assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 1
     request = result.run_requests[0]
-    assert (request.job_name, request.run_config) == (APPLY_JOB, apply_run_config(ONE_PASS))
-    assert result.asset_events and result.asset_events[0].metadata["landed"].value == 1
-    run = apply_job.execute_in_process(
-        partition_key=semester,
-        run_config=request.run_config,
-        resources={"canvas": canvas, "warehouse": warehouse},
-        instance=instance,
-    )
+    assert (request.job_name, request.run_config) == (APPLY_JOB, APPLY_CONFIG)
+    landed = [e for e in result.asset_events if isinstance(e, dg.AssetMaterialization)]
+    assert landed[0].metadata["landed"].value == 1
+    run = launch(request, canvas, warehouse, instance)
     assert run.success
     name = db.execute(
         sql.SQL("SELECT name FROM {}.courses WHERE institution_id = %s").format(
@@ -413,7 +425,14 @@ def test_sensor_lands_and_requests_an_apply_run_that_updates_the_tables(
         (course_id,),
     ).fetchone()
     assert name == ("Changed by a live event",)
-    again = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    written = [
+        e.event_specific_data.materialization
+        for e in run.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+    ]
+    tables = {"courses", "sections", "enrollments", "users"}
+    assert {m.partition for m in written if m.asset_key.path[-1] in tables} == {semester}
+    again = sensor()(dg.build_sensor_context(instance=instance, resources=resources))
     assert isinstance(again, dg.SensorResult) and not again.run_requests
 
 
@@ -477,7 +496,7 @@ def test_messages_postgres_refuses_are_quarantined_without_failing_their_batch(
         ("m5", message("12", name="lone \ud800 surrogate")),  # not encodable as UTF-8
     ]
     with warehouse.connect() as conn:
-        result = land_messages(conn, schema, batch)
+        result = land_messages(conn, Destinations.one_institution(schema), batch)
     assert (result.quarantined, result.landed) == (4, 1)
     quarantined = db.execute(
         sql.SQL(
@@ -495,45 +514,27 @@ def test_messages_postgres_refuses_are_quarantined_without_failing_their_batch(
 
 
 @pytest.mark.slow  # a failed apply run, then its retry
-def test_a_failed_apply_run_is_retried_by_the_sensor_after_a_delay(
+def test_a_failed_apply_is_tried_again_in_a_run_of_its_own_and_then_applies(
     canvas, warehouse, db, institution, instance, queue, sandbox
 ) -> None:
-    """Without this, Dagster's one-run-per-run-key rule would leave the events of a failed apply
-    run pending forever: every later tick would request the same, already used, run key."""
+    """Without this, the events of a failed apply run would stay pending until another event
+    arrived, or a failing institution would keep failing the runs it shares with others."""
     semester = real_semesters(institution)[0]
     assert backfill(canvas, warehouse, instance, semester).success
     course_id = rename_course_in_canvas(
         institution, queue, semester, "Renamed while Canvas was flaky"
     )
-    sensor = build_live_events_sensor(ONE_PASS)
     resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
-
-    def launch(request: dg.RunRequest) -> bool:
-        """Run the request the way the daemon would: its tags and run key on the run."""
-        return apply_job.execute_in_process(
-            partition_key=request.partition_key,
-            run_config=request.run_config,
-            tags={**request.tags, "dagster/run_key": request.run_key},
-            resources={"canvas": canvas, "warehouse": warehouse},
-            instance=instance,
-            raise_on_error=False,
-        ).success
-
-    first = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    first = sensor()(dg.build_sensor_context(instance=instance, resources=resources))
     assert isinstance(first, dg.SensorResult) and len(first.run_requests) == 1
+    assert first.run_requests[0].tags["dagster/max_retries"] == "2"  # Dagster's run retries
     sandbox.faults.error_rate = 1.0  # Canvas is down for the apply run
-    assert not launch(first.run_requests[0])
+    failed = launch(first.run_requests[0], canvas, warehouse, instance)
     sandbox.faults.error_rate = 0.0
-
+    assert not failed.success
     schema = warehouse.table_schema()
     with warehouse.connect() as conn:
-        pending = pending_semesters(conn, schema)
-    assert list(pending) == [semester]
-    runs = recent_apply_runs(instance, pending, ONE_PASS)
-    assert [(r.finished, r.failed) for r in runs[semester]] == [(True, True)]
-    assert live_event_run_requests(ONE_PASS, pending, runs, time.time()) == []  # waits to retry
-    retry = live_event_run_requests(ONE_PASS, pending, runs, time.time() + retry_delay(1) + 1)
-    assert [r.run_key for r in retry] == [f"{first.run_requests[0].run_key}:retry-1"]
+        assert list(pending_semesters(conn, schema)) == [semester]  # nothing lost
     status = db.execute(
         sql.SQL(
             "SELECT status, last_error FROM {}.semester_sync_status WHERE semester = %s"
@@ -542,7 +543,12 @@ def test_a_failed_apply_run_is_retried_by_the_sensor_after_a_delay(
     ).fetchone()
     assert status[0] == "synced" and status[1].startswith("Live Events apply failed")
 
-    assert launch(retry[0])
+    retry = sensor()(dg.build_sensor_context(instance=instance, resources=resources))
+    (alone,) = retry.run_requests  # the failing institution, in a run of its own
+    assert (
+        alone.run_key.startswith("live-events:canvas:") and "dagster/max_retries" not in alone.tags
+    )
+    assert launch(alone, canvas, warehouse, instance).success
     name = db.execute(
         sql.SQL("SELECT name FROM {}.courses WHERE semester = %s AND institution_id = %s").format(
             sql.Identifier(schema)
@@ -550,7 +556,7 @@ def test_a_failed_apply_run_is_retried_by_the_sensor_after_a_delay(
         (semester, course_id),
     ).fetchone()
     assert name == ("Renamed while Canvas was flaky",)
-    again = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    again = sensor()(dg.build_sensor_context(instance=instance, resources=resources))
     assert isinstance(again, dg.SensorResult) and not again.run_requests
     assert db.execute(
         sql.SQL("SELECT last_error FROM {}.semester_sync_status WHERE semester = %s").format(
@@ -586,11 +592,11 @@ def test_a_course_moved_to_another_term_follows_its_events_to_the_new_semester(
     assert rows == [(old, True, "applied"), (new, True, "applied")]
 
 
-def test_sensor_keeps_requesting_runs_while_canvas_cannot_route_an_event(
+def test_an_event_canvas_cannot_route_waits_while_the_others_are_applied(
     canvas, warehouse, db, institution, instance, queue, sandbox
 ) -> None:
-    """Without this, one event whose course Canvas cannot show right now (Canvas down, a 5xx)
-    would make every sensor tick fail, so no semester's events would be applied."""
+    """Without this, one event whose course Canvas cannot show right now (a 5xx on that
+    course) would hold up the semester's other events, or be dropped."""
     known, unknown = real_semesters(institution)[:2]
     assert backfill(canvas, warehouse, instance, known).success
     known_course = next(iter(expected_semester(institution, known)["courses"]))
@@ -605,19 +611,19 @@ def test_sensor_keeps_requesting_runs_while_canvas_cannot_route_an_event(
         for course in (known_course, unknown_course)
     ]
     send_envelopes(queue.client(), queue.queue_url, events)
-    sensor = build_live_events_sensor(ONE_PASS)
     resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
-    sandbox.faults.error_rate = 1.0
-    try:
-        result = sensor(dg.build_sensor_context(instance=instance, resources=resources))
-    finally:
-        sandbox.faults.error_rate = 0.0
-    assert isinstance(result, dg.SensorResult)
-    assert [r.partition_key for r in result.run_requests] == [known]
-    metadata = result.asset_events[0].metadata
-    assert metadata["landed"].value == 2 and metadata["unresolved"].value == 1
-    assert metadata["lookup_errors"].value >= 1
+    result = sensor()(dg.build_sensor_context(instance=instance, resources=resources))
+    assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 1
     assert queue_depth(queue) == 0
+    broken = PageFault(f"/courses/{unknown_course}", page=None, status=503, times=99)
+    sandbox.faults.page_faults.append(broken)
+    try:
+        run = launch(result.run_requests[0], canvas, warehouse, instance)
+    finally:
+        sandbox.faults = Faults()
+    assert not run.success  # the run says what it could not do...
+    rows = live_event_rows(db, warehouse)
+    assert [(r[1], r[2]) for r in rows] == [(known, True), (None, False)]  # ...and did the rest
     # The failed look-up is counted, so that event is looked up after newer ones next time.
     attempts = db.execute(
         sql.SQL("SELECT course_id, route_attempts FROM {}.live_events ORDER BY seq").format(

@@ -1,20 +1,116 @@
-"""Many institutions from one deployment: each is its own code location built from its own
-settings, and two of them share one Dagster instance and one PostgreSQL without colliding."""
+"""Many institutions in one code location: an institutions file (CANVAS_INSTITUTIONS_FILE) is
+the whole configuration, its mistakes stop the code location at load naming the entry and the
+field, and two institutions share one Dagster instance and one PostgreSQL without colliding."""
 
 import uuid
+from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from canvas_assets.canvas import CanvasResource
 from canvas_assets.definitions import build_definitions
 from canvas_assets.defs.namespace import Namespace
-from canvas_assets.settings import Settings
+from canvas_assets.institutions import Institution
+from canvas_assets.settings import SettingError, Settings
 from canvas_assets.warehouse import WarehouseResource
 from canvas_sandbox import SandboxServer, generate_institution
 
 from .conftest import SANDBOX_TOKEN
 from .truth import expected_semester, semester_of, warehouse_semester
+
+NORTH = {
+    "name": "north",
+    "base_url": "https://north.instructure.com",
+    "root_account_uuid": "NorthUuid0000000000000000000000000000000",
+    "token_env": "NORTH_CANVAS_TOKEN",
+}
+SOUTH = {**NORTH, "name": "south", "base_url": "https://south.example.edu",
+         "root_account_uuid": "SouthUuid0000000000000000000000000000000",
+         "token_env": "SOUTH_CANVAS_TOKEN"}  # fmt: skip
+TOKENS = {"NORTH_CANVAS_TOKEN": "n", "SOUTH_CANVAS_TOKEN": "s"}
+
+
+def _settings(tmp_path: Path, entries: object, **environ: str) -> Settings:
+    path = tmp_path / "institutions.yaml"
+    path.write_text(yaml.safe_dump({"institutions": entries}) if entries is not None else "x: [")
+    return Settings.from_env({"CANVAS_INSTITUTIONS_FILE": str(path), **TOKENS, **environ})
+
+
+def test_an_institutions_file_becomes_one_code_location_with_names_of_its_own(tmp_path) -> None:
+    """Without this, a vendor would need a code location (and its processes) per institution,
+    or two institutions' asset keys, partitions, pools, jobs or schemas would collide."""
+    settings = _settings(tmp_path, [NORTH, {**SOUTH, "target_semesters": "2026*"}])
+    north, south = (Namespace(i) for i in settings.institutions)
+    assert (north.schema, south.schema) == ("canvas_north", "canvas_south")
+    assert south.institution.target_semesters == ("2026*",)
+    defs = build_definitions(settings)
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {
+        "north/canvas/courses",
+        "south/canvas/courses",
+        "canvas_shared/live_events_queue",
+    } <= keys
+    names = [(n.partitions.name, n.canvas_pool, n.semester_job) for n in (north, south)]
+    assert names == [
+        ("semester_north", "canvas_api_north", "canvas_semester_sync_north"),
+        ("semester_south", "canvas_api_south", "canvas_semester_sync_south"),
+    ]
+    sensors = {s.name for s in defs.get_repository_def().sensor_defs}
+    assert sensors == {"semester_auto_import", "canvas_live_events"}  # one shared queue
+
+
+@pytest.mark.parametrize(
+    ("entries", "environ", "message"),
+    [
+        ([{**NORTH, "tokn_env": "X"}], {}, "institutions[0] (north): unknown key 'tokn_env'"),
+        ([NORTH, {**SOUTH, "name": "north"}], {}, "institutions[1] (north): name 'north' is "
+         "already used by institutions[0]"),
+        ([NORTH, {**SOUTH, "root_account_uuid": NORTH["root_account_uuid"]}], {},
+         "institutions[1] (south): root_account_uuid"),
+        ([{**NORTH, "token_env": "WEST_CANVAS_TOKEN"}], {},
+         "institutions[0] (north): token_env WEST_CANVAS_TOKEN is not set"),
+        ([{**NORTH, "target_semesters": "2026["}], {},
+         "institutions[0] (north): target_semesters"),
+        ([{**NORTH, "name": "North U"}], {}, "institutions[0] (North U): name must be"),
+        ([{k: v for k, v in NORTH.items() if k != "base_url"}], {},
+         "institutions[0] (north): base_url is missing"),
+        ([{k: v for k, v in NORTH.items() if k != "root_account_uuid"}], {},
+         "institutions[0] (north): root_account_uuid is missing"),
+        ([{**NORTH, "base_url": "north.instructure.com"}], {},
+         "institutions[0] (north): base_url must start with http"),
+        (None, {}, "is not YAML at line 1"),
+        ([], {}, "must hold a non-empty list under 'institutions'"),
+    ],
+)  # fmt: skip
+def test_each_kind_of_bad_institutions_file_names_the_entry_and_the_field(
+    tmp_path, entries, environ, message
+) -> None:
+    """Without this, a typo in the file would surface as a traceback deep in Dagster, or an
+    institution would silently get no token, no events or every semester."""
+    with pytest.raises(SettingError) as caught:
+        _settings(tmp_path, entries, **environ)
+    assert "CANVAS_INSTITUTIONS_FILE" in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_without_the_file_the_single_institution_keeps_todays_names() -> None:
+    """Without this, an existing single-institution deployment's assets, partitions and
+    schema would be renamed by an upgrade, and its history orphaned."""
+    (single,) = Settings.from_env({"CANVAS_TARGET_SEMESTERS": "2026*"}).institutions
+    namespace = Namespace(single)
+    assert (namespace.key("courses"), namespace.partitions.name) == (
+        dg.AssetKey(["canvas", "courses"]),
+        "semester",
+    )
+    assert (namespace.schema, namespace.semester_job, namespace.resource_key("canvas")) == (
+        "canvas",
+        "canvas_semester_sync",
+        "canvas",
+    )
+    assert single.target_semesters == ("2026*",) and single.token_env == "CANVAS_API_TOKEN"
 
 
 @pytest.fixture
@@ -26,53 +122,47 @@ def other_sandbox():
     server.stop()
 
 
-def _asset_keys(defs: dg.Definitions) -> set[dg.AssetKey]:
-    return set(defs.resolve_asset_graph().get_all_asset_keys())
-
-
 def test_two_institutions_share_an_instance_and_a_database_without_collisions(
     sandbox, institution, other_sandbox, postgres_url, db
 ) -> None:
-    """Without this, a vendor serving two colleges from one deployment would see their asset
-    keys, semester partitions, Canvas pools, apply-run limits or warehouse rows collide."""
+    """Without this, a vendor serving two colleges from one code location would see their
+    semester partitions or warehouse rows collide."""
     other_institution, other_server = other_sandbox
     suffix = uuid.uuid4().hex[:6]
-    north = Settings(institution="north", warehouse_schema=f"north_{suffix}")
-    south = Settings(institution="south", warehouse_schema=f"south_{suffix}")
-    north_defs, south_defs = build_definitions(north), build_definitions(south)
-    assert not _asset_keys(north_defs) & _asset_keys(south_defs)
-    names = [(Namespace.of(s).partitions.name, Namespace.of(s).canvas_pool) for s in (north, south)]
-    assert names == [("semester_north", "canvas_api_north"), ("semester_south", "canvas_api_south")]
-    assert Namespace.of(north).apply_tag("2026SP") != Namespace.of(south).apply_tag("2026SP")
-
-    semester = sorted(semester_of(t) for t in institution.terms.values() if t["sis_term_id"])[0]
     sites = [
-        (north, north_defs, sandbox.url, institution),
-        (south, south_defs, other_server.url, other_institution),
-    ]
+        (Institution(name="north", schema=f"north_{suffix}", root_account_uuid="n"), sandbox.url,
+         institution),
+        (Institution(name="south", schema=f"south_{suffix}", root_account_uuid="s"),
+         other_server.url, other_institution),
+    ]  # fmt: skip
+    settings = Settings(institutions=tuple(site[0] for site in sites))
+    defs = build_definitions(settings)
+    semester = sorted(semester_of(t) for t in institution.terms.values() if t["sis_term_id"])[0]
+    resources = {}
+    for configured, url, _ in sites:
+        namespace = Namespace(configured)
+        resources[namespace.resource_key("canvas")] = CanvasResource(
+            base_url=url, api_token=SANDBOX_TOKEN
+        )
+        resources[namespace.resource_key("warehouse")] = WarehouseResource(
+            url=postgres_url, schema_name=configured.schema_name
+        )
     with dg.instance_for_test() as instance:
-        for settings, defs, url, _ in sites:
-            partitions = Namespace.of(settings).partitions
-            instance.add_dynamic_partitions(partitions.name, [semester])
-            job = defs.resolve_job_def("canvas_semester_sync")
+        for configured, _, _ in sites:
+            namespace = Namespace(configured)
+            instance.add_dynamic_partitions(namespace.partitions.name, [semester])
+            job = defs.resolve_job_def(namespace.semester_job)
             result = job.execute_in_process(
-                partition_key=semester,
-                instance=instance,
-                resources={
-                    "canvas": CanvasResource(base_url=url, api_token=SANDBOX_TOKEN),
-                    "warehouse": WarehouseResource(
-                        url=postgres_url, schema_name=settings.warehouse_schema
-                    ),
-                },
+                partition_key=semester, instance=instance, resources=resources
             )
             assert result.success
-        for settings, _, _, source in sites:
-            key = Namespace.of(settings).key("courses")
+        for configured, _, source in sites:
+            key = Namespace(configured).key("courses")
             assert instance.get_materialized_partitions(key) == {semester}
             expected = expected_semester(source, semester)
-            actual = warehouse_semester(db, settings.warehouse_schema, semester)
+            actual = warehouse_semester(db, configured.schema_name, semester)
             for table in expected:
-                assert actual[table] == expected[table], (settings.institution, table)
+                assert actual[table] == expected[table], (configured.name, table)
     # Two different colleges (same ids, other courses), not one copied twice.
     north_courses = expected_semester(institution, semester)["courses"]
     assert north_courses != expected_semester(other_institution, semester)["courses"]

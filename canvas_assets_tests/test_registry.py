@@ -11,14 +11,13 @@ from psycopg import sql
 
 from canvas_assets.defs.assets import build_semester_tables
 from canvas_assets.live_events import parse
-from canvas_assets.live_events.land import land_messages
+from canvas_assets.live_events.land import Destinations, land_messages
 from canvas_assets.live_events.route import route_pending
-from canvas_assets.settings import Settings
 from canvas_assets.tables import SEMESTER_TABLES, TERMS, PerCourse, SemesterSnapshot, TableSpec
 from canvas_assets.tables.columns import columns as model_columns
 from canvas_assets.tables.models import Strict
 
-from .backfills import backfill, real_semesters
+from .backfills import NAMESPACE, SETTINGS, backfill, real_semesters
 from .truth import expected_semester
 
 
@@ -74,7 +73,7 @@ def test_a_table_declared_in_the_registry_is_fetched_validated_and_written(
     schema = sql.Identifier(warehouse.table_schema())
     db.execute(SECTION_NAMES_DDL.replace("{schema}", schema.as_string(db)).encode())
     tables = (*SEMESTER_TABLES, SECTION_NAMES)
-    assets = build_semester_tables(Settings(), tables)
+    assets = build_semester_tables(SETTINGS, NAMESPACE, tables)
     assert dg.AssetKey(["canvas", "section_names"]) in assets.keys
     semester = real_semesters(institution)[0]
     with dg.instance_for_test() as instance:
@@ -142,7 +141,7 @@ def test_an_event_type_added_to_the_event_table_is_landed_and_routed(
     )
     schema = warehouse.table_schema()
     with warehouse.connect() as conn:
-        landed = land_messages(conn, schema, [("m-1", message)])
+        landed = land_messages(conn, Destinations.one_institution(schema), [("m-1", message)])
         routed = route_pending(conn, schema, None, ())
     assert (landed.landed, landed.unknown, routed.routed) == (1, 0, 1)
     row = db.execute(

@@ -169,9 +169,9 @@ def test_replay_shows_a_progress_bar_on_big_files(warehouse, tmp_path, replay_en
             for n in range(PROGRESS_FROM)
         )
     )  # fmt: skip
-    canvas, resource = resources(replay_env)
+    target = resources(replay_env)
     terminal = _Terminal()
-    report = replay([Path(path)], canvas, resource, replay_env, err=terminal)
+    report = replay([Path(path)], target, err=terminal)
     assert (
         report.summary()
         == f"read {PROGRESS_FROM}: applied 0, duplicate 0, skipped {PROGRESS_FROM}, quarantined 0"

@@ -17,8 +17,9 @@ from psycopg import sql
 
 from canvas_assets.defs.apply import build_apply_job
 from canvas_assets.defs.assets import build_semester_tables
+from canvas_assets.defs.namespace import Namespace
 from canvas_assets.defs.resources import build_resources
-from canvas_assets.defs.sensors.live_events import build_live_events_sensor
+from canvas_assets.defs.sensors.live_events import build_live_events_sensor, queues_followed
 from canvas_assets.settings import Settings
 from canvas_sandbox import SandboxServer, envelope, global_id, send_envelopes
 
@@ -86,12 +87,12 @@ def test_the_token_and_the_database_password_appear_nowhere(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
-        "CANVAS_APPLY_RUN_WINDOW_SECONDS": "0",
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     settings = Settings.from_env()
     resources = build_resources(settings)
+    namespaces = [Namespace(settings.institutions[0])]
     home = tmp_path / "dagster-home"
     home.mkdir()
     semester = real_semesters(institution)[0]
@@ -99,7 +100,7 @@ def test_the_token_and_the_database_password_appear_nowhere(
         with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance:
             instance.add_dynamic_partitions("semester", [semester])
             backfill = dg.materialize(
-                [build_semester_tables(settings)], partition_key=semester,
+                [build_semester_tables(settings, namespaces[0])], partition_key=semester,
                 resources=resources, instance=instance,
             )  # fmt: skip
             assert backfill.success
@@ -112,20 +113,19 @@ def test_the_token_and_the_database_password_appear_nowhere(
                 event_time=datetime.now(UTC) + timedelta(seconds=1),
             )  # fmt: skip
             send_envelopes(queue.client(), queue.queue_url, [event])
-            tick = build_live_events_sensor(settings)(
-                dg.build_sensor_context(instance=instance, resources=resources)
-            )
+            sensor = build_live_events_sensor(settings, queues_followed(settings, namespaces)[0])
+            tick = sensor(dg.build_sensor_context(instance=instance, resources=resources))
             assert isinstance(tick, dg.SensorResult) and tick.run_requests
-            apply_job = build_apply_job(settings)
+            apply_job = build_apply_job(namespaces)
             request = tick.run_requests[0]
             sandbox.faults.error_rate = 1.0  # a failed apply: error messages are logged too
             failed = apply_job.execute_in_process(
-                partition_key=semester, run_config=request.run_config, resources=resources,
+                run_config=request.run_config, resources=resources,
                 instance=instance, raise_on_error=False,
             )  # fmt: skip
             sandbox.faults.error_rate = 0.0
             applied = apply_job.execute_in_process(
-                partition_key=semester, run_config=request.run_config, resources=resources,
+                run_config=request.run_config, resources=resources,
                 instance=instance,
             )  # fmt: skip
             assert not failed.success and applied.success

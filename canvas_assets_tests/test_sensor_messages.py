@@ -1,29 +1,24 @@
-"""Sensors that explain themselves: every tick says what it did, the stream's health is reported
-as checks, and a failed look at Canvas is retried at the next tick, not an interval later."""
+"""Sensors and runs that explain themselves: every tick says what it did, the stream's health is
+reported as checks, and a Canvas that refuses the token fails the run that called it, by name."""
 
-import json
 from datetime import UTC, datetime
 
 import dagster as dg
-import pytest
 from psycopg import sql
 
-from canvas_assets.canvas import CanvasAuthError, CanvasResource
+from canvas_assets.canvas import CanvasResource
 from canvas_assets.defs.checks import LAG_CHECK, QUARANTINE_CHECK, STALL_CHECK
-from canvas_assets.defs.jobs import build_jobs
-from canvas_assets.defs.sensors.auto_import import build_semester_auto_import_sensor
-from canvas_assets.defs.sensors.live_events import build_live_events_sensor
-from canvas_assets.settings import Settings
+from canvas_assets.defs.sensors.live_events import build_live_events_sensor, queues_followed
 from canvas_sandbox import envelope, global_id, send_envelopes
 
-from .backfills import real_semesters
+from .backfills import NAMESPACE, SETTINGS, real_semesters, terms
 from .truth import expected_semester
 
-SETTINGS = Settings(apply_run_window_seconds=0)
+(FOLLOWED,) = queues_followed(SETTINGS, [NAMESPACE])
 
 
 def test_a_tick_that_lands_events_says_what_it_did(
-    canvas, warehouse, institution, instance, queue
+    warehouse, institution, instance, queue, capfd
 ) -> None:
     """Without this, a tick that landed events but requested no run showed "SKIPPED: Sensor
     function returned an empty result", and users could not tell the stream was flowing."""
@@ -37,14 +32,16 @@ def test_a_tick_that_lands_events_says_what_it_did(
     send_envelopes(queue.client(), queue.queue_url, [event])
     client = queue.client()
     client.send_message(QueueUrl=queue.queue_url, MessageBody="{not json")
-    sensor = build_live_events_sensor(SETTINGS)
-    resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
+    sensor = build_live_events_sensor(SETTINGS, FOLLOWED)
+    resources = {"warehouse": warehouse, "sqs": queue}
     result = sensor(dg.build_sensor_context(instance=instance, resources=resources))
-    assert isinstance(result, dg.SensorResult) and not result.run_requests
-    message = result.skip_reason.skip_message
-    # The semester was never backfilled: the event waits, and the message says so.
-    assert message.startswith("landed 1, 1 quarantined, 0 duplicates; routed 1")
-    assert "nothing to apply" in message
+    assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 1
+    (logged,) = [line for line in capfd.readouterr().err.splitlines() if "landed 1" in line]
+    assert "landed 1, 1 quarantined, 0 duplicates" in logged
+    assert "requested an apply of canvas" in logged
+    # The next tick finds the run requested (same events): it says there is nothing new.
+    again = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert again.run_requests[0].run_key == result.run_requests[0].run_key
 
 
 def test_stream_health_is_reported_as_checks_on_live_events(
@@ -60,8 +57,8 @@ def test_stream_health_is_reported_as_checks_on_live_events(
         event_time=datetime.now(UTC),
     )  # fmt: skip
     send_envelopes(client, queue.queue_url, [event])
-    sensor = build_live_events_sensor(SETTINGS)
-    resources = {"canvas": canvas, "warehouse": warehouse, "sqs": queue}
+    sensor = build_live_events_sensor(SETTINGS, FOLLOWED)
+    resources = {"warehouse": warehouse, "sqs": queue}
     sensor(dg.build_sensor_context(instance=instance, resources=resources))
     # The landed event has waited an hour (its semester was never imported).
     db.execute(
@@ -84,29 +81,14 @@ def test_stream_health_is_reported_as_checks_on_live_events(
     assert not [e for e in again.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
 
 
-def test_a_rejected_token_fails_the_tick_by_name_and_is_retried_at_the_next_tick(
-    sandbox, canvas, warehouse, institution
-) -> None:
-    """Without this, a rejected token failed the tick with an opaque error and auto-import
-    looked again only an interval (5 minutes) later."""
-    settings = Settings(semester_sensor_interval_seconds=300)
-    sensor = build_semester_auto_import_sensor(settings, build_jobs(settings))
+def test_a_rejected_token_fails_the_terms_run_by_name(sandbox, warehouse, instance) -> None:
+    """Without this, a rejected token would fail with an opaque error, and nobody would know
+    which setting to fix (the sensors call no Canvas: the runs they request do)."""
     wrong = CanvasResource(base_url=sandbox.url, api_token="wrong-token")
-    with dg.instance_for_test() as instance:
-        bad = {"canvas": wrong, "warehouse": warehouse}
-        with pytest.raises(CanvasAuthError, match="CANVAS_API_TOKEN"):
-            sensor(dg.build_sensor_context(instance=instance, resources=bad))
-        assert sensor.minimum_interval_seconds == 30  # the next tick comes 30 s later...
-        good = {"canvas": canvas, "warehouse": warehouse}
-        result = sensor(dg.build_sensor_context(instance=instance, resources=good))
-        assert result.run_requests  # ...and looks at Canvas at once, the failure not counted
-        looked = json.loads(result.cursor)["looked_at"]
-        instance.add_dynamic_partitions(
-            "semester", list(result.dynamic_partitions_requests[0].partition_keys)
-        )
-        later = sensor(
-            dg.build_sensor_context(instance=instance, resources=good, cursor=result.cursor)
-        )
-        assert isinstance(later, dg.SkipReason)
-        assert later.skip_message.startswith("Next look at Canvas terms in")
-        assert looked > 0
+    result = dg.materialize(
+        [terms], resources={"canvas": wrong, "warehouse": warehouse}, instance=instance,
+        raise_on_error=False,
+    )  # fmt: skip
+    assert not result.success
+    failure = result.failure_data_for_node("canvas__terms")
+    assert failure is not None and "CANVAS_API_TOKEN" in failure.error.message

@@ -8,19 +8,17 @@ import dagster as dg
 
 from canvas_assets.defs.apply import build_apply_job
 from canvas_assets.defs.assets import build_semester_tables
-from canvas_assets.defs.namespace import Namespace
 from canvas_assets.defs.reporting import column_schema
-from canvas_assets.live_events.land import land_messages
+from canvas_assets.live_events.land import Destinations, land_messages
 from canvas_assets.live_events.route import route_pending
-from canvas_assets.settings import Settings
 from canvas_assets.tables import SEMESTER_TABLES, TERMS
 from canvas_sandbox import rename_course as renamed_with_event
 
-from .backfills import backfill, materialization_metadata, real_semesters
+from .backfills import NAMESPACE, SETTINGS, backfill, materialization_metadata, real_semesters
 from .truth import expected_semester, first_course
 
-ONE_PASS = Settings(apply_run_window_seconds=0)
-KEYS = {spec.name: Namespace().key(spec.name) for spec in SEMESTER_TABLES}
+APPLY_CONFIG = {"ops": {"apply_live_events": {"config": {"institutions": ["canvas"]}}}}
+KEYS = {spec.name: NAMESPACE.key(spec.name) for spec in SEMESTER_TABLES}
 
 
 def test_column_schemas_name_the_warehouse_types_and_element451_fields(db, warehouse) -> None:
@@ -37,7 +35,7 @@ def test_column_schemas_name_the_warehouse_types_and_element451_fields(db, wareh
         assert all(c.description for c in shown.columns), spec.name
     courses = {c.name: c.description for c in column_schema(SEMESTER_TABLES[0]).columns}
     assert "Element451 Code" in courses["code"]
-    specs = build_semester_tables(Settings()).specs_by_key
+    specs = build_semester_tables(SETTINGS, NAMESPACE).specs_by_key
     metadata = specs[KEYS["enrollments"]].metadata
     assert metadata["dagster/table_name"] == "canvas.enrollments"
 
@@ -53,10 +51,10 @@ def test_row_count_after_an_apply_is_the_partitions_rows_not_the_write(
     event = renamed_with_event(institution, first_course(institution, semester), name)
     schema = warehouse.table_schema()
     with warehouse.connect() as conn:
-        land_messages(conn, schema, [("m-1", json.dumps(event))])
+        land_messages(conn, Destinations.one_institution(schema), [("m-1", json.dumps(event))])
         route_pending(conn, schema, None, ())
-    result = build_apply_job(ONE_PASS).execute_in_process(
-        partition_key=semester,
+    result = build_apply_job([NAMESPACE]).execute_in_process(
+        run_config=APPLY_CONFIG,
         resources={"canvas": canvas, "warehouse": warehouse},
         instance=instance,
     )
@@ -103,7 +101,7 @@ def test_every_backfill_refreshes_the_imported_semesters_card(
     of users who work in the Dagster UI."""
     semester = real_semesters(institution)[0]
     assert backfill(canvas, warehouse, instance, semester).success
-    key = Namespace().key("imported_semesters")
+    key = NAMESPACE.key("imported_semesters")
     record = instance.fetch_materializations(key, limit=1).records[0]
     metadata = record.asset_materialization.metadata
     rows = {r.data["semester"]: r.data for r in metadata["imported_semesters"].value.records}
@@ -123,7 +121,7 @@ def test_reconciliation_reports_what_the_event_stream_missed(
     with institution.lock:  # a change no Live Event announces
         institution.courses[course_id]["name"] = "Changed without an event"
     result = dg.materialize(
-        [build_semester_tables(Settings())],
+        [build_semester_tables(SETTINGS, NAMESPACE)],
         partition_key=semester,
         resources={"canvas": canvas, "warehouse": warehouse},
         instance=instance,
@@ -136,7 +134,7 @@ def test_reconciliation_reports_what_the_event_stream_missed(
 
 def test_partition_descriptions_explain_partitioning() -> None:
     """Without this, a new user could not tell from the asset page what a partition is."""
-    specs = build_semester_tables(Settings()).specs_by_key
+    specs = build_semester_tables(SETTINGS, NAMESPACE).specs_by_key
     assert "Partitioned by semester" in specs[KEYS["courses"]].description
     assert specs[KEYS["users"]].owners == ["team:data-engineering"]
 

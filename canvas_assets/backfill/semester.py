@@ -15,7 +15,7 @@ from datetime import datetime
 import psycopg
 
 from canvas_assets.canvas import CanvasSession
-from canvas_assets.canvas.fetch import fetch_semester, fetch_terms, find_term
+from canvas_assets.canvas.fetch import fetch_semester, semester_term
 from canvas_assets.tables import (
     SEMESTER_TABLES,
     SemesterSnapshot,
@@ -27,23 +27,6 @@ from canvas_assets.tables import (
 from canvas_assets.warehouse.writes import WriteCounts, write_semester
 
 log = logging.getLogger(__name__)
-
-
-class UnknownSemesterError(LookupError):
-    """The partition names a semester Canvas has no term for."""
-
-    def __init__(self, semester: str) -> None:
-        super().__init__(
-            f"Canvas has no enrollment term for semester {semester!r} (no term with that "
-            "sis_term_id, or id for term-<id> keys). Remove the partition or fix the term."
-        )
-
-
-def semester_term(session: CanvasSession, semester: str) -> dict:
-    term = find_term(fetch_terms(session), semester)
-    if term is None:
-        raise UnknownSemesterError(semester)
-    return term
 
 
 @dataclass

@@ -52,6 +52,24 @@ def find_term(terms: Iterable[dict], semester: str) -> dict | None:
     return next((term for term in terms if semester_key(term) == semester), None)
 
 
+class UnknownSemesterError(LookupError):
+    """The partition names a semester Canvas has no term for."""
+
+    def __init__(self, semester: str) -> None:
+        super().__init__(
+            f"Canvas has no enrollment term for semester {semester!r} (no term with that "
+            "sis_term_id, or id for term-<id> keys). Remove the partition or fix the term."
+        )
+
+
+def semester_term(session: CanvasSession, semester: str) -> dict:
+    """The Canvas term of a semester partition."""
+    term = find_term(fetch_terms(session), semester)
+    if term is None:
+        raise UnknownSemesterError(semester)
+    return term
+
+
 def _term_course_params(term: dict, includes: Sequence[str]) -> list[tuple[str, object]]:
     params: list[tuple[str, object]] = [("enrollment_term_id", term["id"])]
     params += [("include[]", name) for name in includes]

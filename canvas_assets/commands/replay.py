@@ -14,21 +14,19 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 import psycopg
 from tqdm import tqdm
 
-from canvas_assets.canvas import CanvasError, CanvasResource, CanvasSession
-from canvas_assets.canvas.fetch import fetch_terms, find_term
+from canvas_assets.canvas import CanvasError, CanvasResource
 from canvas_assets.defs.resources import canvas_resource, warehouse_resource
+from canvas_assets.institutions import Institution
 from canvas_assets.live_events import land
-from canvas_assets.live_events.apply import apply_semester_events
 from canvas_assets.live_events.parse import MAX_DEPTH, QuarantineError, load_json
-from canvas_assets.live_events.route import route_pending
-from canvas_assets.live_events.store import event_outcomes, pending_semesters
+from canvas_assets.live_events.passes import apply_institution
+from canvas_assets.live_events.store import event_outcomes
 from canvas_assets.outcomes import Counts, first_line
 from canvas_assets.settings import (
     CANVAS_API_TOKEN_ENV,
@@ -37,6 +35,7 @@ from canvas_assets.settings import (
     Settings,
 )
 from canvas_assets.warehouse import WarehouseResource
+from canvas_assets.warehouse.migrate import SHARED
 from canvas_assets.warehouse.reads import imported_semesters
 
 CHUNK = 500  # records landed per transaction
@@ -181,66 +180,92 @@ def read_records(path: Path) -> list[Record]:
 
 
 # -- replaying --------------------------------------------------------------------------------
-def resources(settings: Settings) -> tuple[CanvasResource, WarehouseResource]:
-    """The Canvas and warehouse resources, with their secrets resolved for use outside a run."""
-    for name, present in (
-        (CANVAS_BASE_URL_ENV, settings.canvas_configured),
-        (CANVAS_API_TOKEN_ENV, settings.canvas_token_configured),
-    ):
-        if not present:
-            raise SettingError(f"{name} is not set; replay needs Canvas and the warehouse.")
-    return (
-        canvas_resource(settings).process_config_and_initialize(),
-        warehouse_resource(settings).process_config_and_initialize(),
-    )
+@dataclass(frozen=True)
+class ReplaySite:
+    """One institution, with its Canvas and warehouse resolved for use outside a run."""
+
+    institution: Institution
+    canvas: CanvasResource
+    warehouse: WarehouseResource
+
+
+@dataclass(frozen=True)
+class ReplayTarget:
+    """Every institution the code location serves, and the shared schema of a vendor's shared
+    queue (None for a single institution)."""
+
+    sites: list[ReplaySite]
+    shared: WarehouseResource | None = None
+
+    def destinations(self) -> land.Destinations:
+        if self.shared is None:
+            return land.Destinations.one_institution(self.sites[0].warehouse.table_schema())
+        by_uuid = {
+            site.institution.root_account_uuid: site.warehouse.table_schema()
+            for site in self.sites
+            if site.institution.root_account_uuid
+        }
+        return land.Destinations(by_uuid=by_uuid, stray=self.shared.table_schema())
+
+
+def resources(settings: Settings) -> ReplayTarget:
+    """The institutions' resources, with their secrets resolved for use outside a run."""
+    if settings.institutions_file is None:
+        for name, present in (
+            (CANVAS_BASE_URL_ENV, settings.canvas_configured),
+            (CANVAS_API_TOKEN_ENV, settings.canvas_token_configured),
+        ):
+            if not present:
+                raise SettingError(f"{name} is not set; replay needs Canvas and the warehouse.")
+    sites = [
+        ReplaySite(
+            institution,
+            canvas_resource(settings, institution).process_config_and_initialize(),
+            warehouse_resource(settings, institution.schema_name).process_config_and_initialize(),
+        )
+        for institution in settings.institutions
+    ]
+    shared = None
+    if settings.institutions_file is not None:
+        shared = warehouse_resource(settings, settings.shared_schema, SHARED)
+        shared = shared.process_config_and_initialize()
+    return ReplayTarget(sites, shared)
 
 
 def _land(
-    conn: psycopg.Connection, schema: str, records: list[Record], progress: tqdm
+    conn: psycopg.Connection,
+    destinations: land.Destinations,
+    records: list[Record],
+    progress: tqdm,
 ) -> list[land.Outcome]:
     outcomes: list[land.Outcome] = []
     for start in range(0, len(records), CHUNK):
         chunk = records[start : start + CHUNK]
-        result = land.land_messages(conn, schema, [(r.message_id, r.body) for r in chunk])
+        result = land.land_messages(conn, destinations, [(r.message_id, r.body) for r in chunk])
         outcomes.extend(result.outcomes)
         progress.update(len(chunk))
     return outcomes
 
 
-def _route_and_apply(
-    conn: psycopg.Connection,
-    schema: str,
-    session: CanvasSession,
-    settings: Settings,
-    report: ReplayReport,
-) -> int:
-    """Route what is pending and apply every imported semester's events; returns how many
-    events the applies closed (earlier ones included). Canvas failures leave events pending."""
-    for _ in range(ROUTING_ROUNDS):
-        routed = route_pending(conn, schema, session, settings.target_semesters)
-        if not routed.unresolved or not (routed.routed + routed.skipped + routed.out_of_target):
-            break
-    pending = pending_semesters(conn, schema, imported_semesters(conn, schema))
-    if not pending:
-        return 0
-    closed = 0
-    try:
-        terms = fetch_terms(session)
-    except CanvasError as exc:
-        report.notices.append(f"Canvas could not list the terms ({exc}); events stay pending")
-        return 0
-    for semester in pending:
-        term = find_term(terms, semester)
-        if term is None:
-            continue
-        try:
-            result = apply_semester_events(
-                conn, schema, session, semester, term, datetime.now(UTC), settings.target_semesters
-            )
-        except CanvasError as exc:
-            report.notices.append(f"{semester}: not applied ({exc}); its events stay pending")
-            continue
-        closed += result.applied + result.stale
+def _route_and_apply(site: ReplaySite, report: ReplayReport) -> int:
+    """Route and apply what the institution has landed, in rounds while routing makes progress
+    (each round's Canvas look-ups are bounded); returns how many events the applies closed
+    (earlier ones included). Canvas failures leave events pending, with a notice."""
+    schema, closed = site.warehouse.table_schema(), 0
+    with site.warehouse.connect() as conn:
+        imported = imported_semesters(conn, schema)
+    with site.canvas.session() as session:
+        for _ in range(ROUTING_ROUNDS):
+            done = apply_institution(
+                site.warehouse.connect, schema, session,
+                site.institution.target_semesters, imported,
+            )  # fmt: skip
+            closed += sum(s.result.applied + s.result.stale for s in done.semesters if s.result)
+            routed = done.routed
+            if not routed.unresolved or not (routed.routed + routed.skipped + routed.out_of_target):
+                break
+    if done.failure():
+        report.notices.append(f"{site.institution.label}: {done.failure()}; events stay pending")
     return closed
 
 
@@ -249,14 +274,15 @@ _APPLIED = {"applied", "stale"}
 
 def _account(
     conn: psycopg.Connection,
-    schema: str,
     records: list[Record],
     outcomes: list[land.Outcome],
     report: ReplayReport,
 ) -> int:
     """Add each record's fate to ``report``; returns how many of them the applies closed."""
-    keys = [o.event_key for o in outcomes if o.kind in (land.LANDED, land.UNKNOWN)]
-    fate = event_outcomes(conn, schema, keys)
+    fate: dict[str, str] = {}
+    for schema in {o.schema for o in outcomes if o.schema}:
+        keys = [o.event_key for o in outcomes if o.schema == schema and o.event_key]
+        fate.update(event_outcomes(conn, schema, keys))
     applied_here = 0
     for record, outcome in zip(records, outcomes, strict=True):
         if outcome.kind == land.DUPLICATE:
@@ -280,14 +306,7 @@ def _account(
     return applied_here
 
 
-def replay(
-    paths: list[Path],
-    canvas: CanvasResource,
-    warehouse: WarehouseResource,
-    settings: Settings,
-    *,
-    err: TextIO | None = None,
-) -> ReplayReport:
+def replay(paths: list[Path], target: ReplayTarget, *, err: TextIO | None = None) -> ReplayReport:
     """Land every file's messages, route and apply them; notices and file errors go to ``err``
     (stderr) as one line each."""
     err = err or sys.stderr
@@ -300,15 +319,17 @@ def replay(
             report.unreadable.append(str(exc))
             print(f"canvas-assets: {exc}; nothing replayed from it", file=err)
     report.read = len(records)
-    schema = warehouse.table_schema()
-    with warehouse.connect() as conn, canvas.session() as session:
+    for site in target.sites:  # the landing connection writes into each schema
+        site.warehouse.migrate_once()
+    landing = target.shared or target.sites[0].warehouse
+    with landing.connect() as conn:
         with tqdm(
             total=len(records), unit="msg", desc="landing", file=err,
             disable=len(records) < PROGRESS_FROM or None,
         ) as progress:  # fmt: skip
-            outcomes = _land(conn, schema, records, progress)
-        closed = _route_and_apply(conn, schema, session, settings, report)
-        report.earlier_applied = max(0, closed - _account(conn, schema, records, outcomes, report))
+            outcomes = _land(conn, target.destinations(), records, progress)
+        closed = sum(_route_and_apply(site, report) for site in target.sites)
+        report.earlier_applied = max(0, closed - _account(conn, records, outcomes, report))
     for notice in report.notices[:MAX_NOTICES]:
         print(f"canvas-assets: {notice}", file=err)
     if len(report.notices) > MAX_NOTICES:
@@ -325,8 +346,7 @@ def run_replay(paths: list[Path], settings: Settings, *, out: TextIO | None = No
         print(f"canvas-assets: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
-        canvas, warehouse = resources(settings)
-        report = replay(paths, canvas, warehouse, settings)
+        report = replay(paths, resources(settings))
     except SettingError as exc:
         print(f"canvas-assets: {exc}", file=sys.stderr)
         return 2

@@ -1,64 +1,60 @@
-"""The Live Events apply job: one run per semester applies its landed events, then keeps applying
-the semester's new events for a window, so a busy stream makes one run per semester per window
-instead of one per sensor tick (a calm Runs page), at no cost in latency: the open run picks up
-newly routed events within seconds.
+"""The Live Events apply job: one short run applies what has landed for a batch of institutions,
+then ends; it never waits for events that may come (the sensor requests another run when more
+land).
 
-Each pass with events records materializations of the semester's tables (partition = semester)
-and their pandera check results, like a backfill does.
+Each institution of the run's config makes one pass (``live_events/passes.py``), side by side
+with the others and each with its own Canvas session (its own token, so its own throttle
+budget): a slow or failing institution does not hold the others up. Each semester applied
+records materializations of the institution's tables (partition = semester) and their pandera
+check results, like a backfill does. An institution that failed fails the run once the others
+are done, naming it: Dagster's run retries (``dagster/max_retries``) try again at once, and the
+sensor keeps a failing institution's later attempts in runs of their own.
 """
 
-import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import dagster as dg
-import psycopg
 
-from canvas_assets.backfill.semester import UnknownSemesterError, semester_term
-from canvas_assets.canvas import CanvasResource, CanvasSession
 from canvas_assets.defs.assets import SOURCE_TAG, log_imported_semesters
 from canvas_assets.defs.checks import pandera_evaluations
 from canvas_assets.defs.namespace import Namespace
 from canvas_assets.defs.reporting import preview, write_metadata
-from canvas_assets.live_events.apply import (
-    ApplyResult,
-    LiveEventsValidationError,
-    apply_semester_events,
-)
-from canvas_assets.live_events.store import pending_semesters
-from canvas_assets.settings import Settings
+from canvas_assets.defs.resources import institution_resource, resource_keys
+from canvas_assets.live_events.passes import InstitutionPass, SemesterPass, apply_institution
 from canvas_assets.tables import SEMESTER_TABLES, TableSpec, ValidationReport
-from canvas_assets.warehouse import WarehouseResource
-from canvas_assets.warehouse.reads import active_rows
-from canvas_assets.warehouse.status import recorded_apply
 
 APPLY_JOB = "canvas_live_events_apply"
-POLL_SECONDS = 2.0
+MAX_SIDE_BY_SIDE = 8  # institutions applied at once in one run
+# A run's Canvas calls fail fast: an institution whose Canvas does not answer is retried by
+# Dagster's run retries and the next runs, not by minutes of waiting inside this one.
+APPLY_SESSION = {"timeout_seconds": 15, "max_retries": 2, "max_throttle_retries": 6}
 
 
 class ApplyConfig(dg.Config):
-    """``window_seconds``: keep applying the semester's new events this long (0: one pass).
-    The run ends early once no event has arrived for ``idle_seconds``."""
+    """``institutions``: the labels (names, or ``canvas`` for the single institution) of the
+    institutions this run applies."""
 
-    window_seconds: int = 0
-    idle_seconds: int = 60
+    institutions: list[str]
 
 
-def _report_pass(
-    context: dg.OpExecutionContext,
-    namespace: Namespace,
-    tables: Sequence[TableSpec],
-    applied: ApplyResult,
-    active: dict[str, int],
-    semester: str,
-) -> None:
+def _semester_events(
+    namespace: Namespace, tables: Sequence[TableSpec], done: SemesterPass
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """A semester's check results and materializations, as a backfill records them."""
+    semester = done.semester
+    if done.failed_validation is not None:
+        yield from pandera_evaluations(namespace, tables, done.failed_validation, {}, semester)
+        return
+    applied = done.result
+    if applied is None or not applied.events:
+        return
     rows = {name: len(frame) for name, frame in applied.frames.items()}
     report = ValidationReport(applied.frames, {})
-    for evaluation in pandera_evaluations(namespace, tables, report, rows, semester):
-        context.log_event(evaluation)
+    yield from pandera_evaluations(namespace, tables, report, rows, semester)
     for spec in tables:
         metadata = {
-            **write_metadata(applied.counts[spec.name], active[spec.name]),
+            **write_metadata(applied.counts[spec.name], done.active[spec.name]),
             "events": applied.events,
             "events_applied": applied.applied,
             "events_stale": applied.stale,
@@ -69,105 +65,81 @@ def _report_pass(
         }
         if spec.name in applied.frames:
             metadata["preview"] = preview(applied.frames[spec.name])
-        context.log_event(
-            dg.AssetMaterialization(namespace.key(spec.name), partition=semester, metadata=metadata)
+        yield dg.AssetMaterialization(
+            namespace.key(spec.name), partition=semester, metadata=metadata
         )
 
 
-def _one_pass(
-    context: dg.OpExecutionContext,
-    conn: psycopg.Connection,
-    session: CanvasSession,
-    warehouse: WarehouseResource,
-    terms: dict[str, dict],
-    settings: Settings,
-    tables: Sequence[TableSpec],
-) -> int:
-    """Apply what is pending now; returns how many events it closed. ``terms`` caches the
-    semester's term across passes (read inside the pass, so a failure is recorded)."""
-    semester, schema = context.partition_key, warehouse.table_schema()
-    namespace = Namespace.of(settings)
-    with recorded_apply(warehouse.connect, schema, semester):
-        try:
-            if semester not in terms:
-                terms[semester] = semester_term(session, semester)
-            term = terms[semester]
-            applied = apply_semester_events(
-                conn, schema, session, semester, term, datetime.now(UTC),
-                settings.target_semesters, tables,
-            )  # fmt: skip
-        except UnknownSemesterError as exc:
-            raise dg.Failure(description=str(exc)) from None
-        except LiveEventsValidationError as exc:
-            for evaluation in pandera_evaluations(namespace, tables, exc.report, {}, semester):
-                context.log_event(evaluation)
-            raise dg.Failure(description=str(exc)) from None
-    if applied.events:
-        active = active_rows(conn, schema, [spec.name for spec in tables], semester)
-        _report_pass(context, namespace, tables, applied, active, semester)
-        context.log.info(
-            f"Applied {applied.applied} events of {semester} ({applied.stale} stale, "
-            f"{applied.courses_refreshed} courses re-read, {applied.people_refreshed} people "
-            f"refreshed, {applied.forwarded} forwarded) in "
-            f"{applied.seconds:.1f} s, {applied.canvas_seconds:.1f} s of it reading Canvas."
+def _summary(namespace: Namespace, done: InstitutionPass) -> str:
+    if done.taken:
+        return f"{namespace.label}: applied by another run."
+    applied = sum(s.result.applied for s in done.semesters if s.result is not None)
+    text = f"{namespace.label}: {done.routed.summary()}; applied {applied} events"
+    semesters = [s.semester for s in done.semesters if s.result is not None and s.result.events]
+    if semesters:
+        text += f" of {', '.join(semesters)}"
+    busy = [s.semester for s in done.semesters if s.result is not None and s.result.semester_busy]
+    if busy:
+        text += f"; {', '.join(busy)} being backfilled (left for the next run)"
+    failure = done.failure()
+    return f"{text}; failed: {failure}" if failure else f"{text}."
+
+
+def _one_institution(
+    context: dg.OpExecutionContext, namespace: Namespace, tables: Sequence[TableSpec]
+) -> InstitutionPass:
+    canvas = institution_resource(context.resources, namespace, "canvas")
+    warehouse = institution_resource(context.resources, namespace, "warehouse")
+    partitions = set(context.instance.get_dynamic_partitions(namespace.partitions.name))
+    with canvas.session(context.log, **APPLY_SESSION) as session:
+        return apply_institution(
+            warehouse.connect,
+            warehouse.table_schema(),
+            session,
+            namespace.institution.target_semesters,
+            partitions,
+            tuple(tables),
         )
-    return applied.events
-
-
-def _apply_window(
-    context: dg.OpExecutionContext,
-    config: ApplyConfig,
-    session: CanvasSession,
-    warehouse: WarehouseResource,
-    settings: Settings,
-    tables: Sequence[TableSpec],
-) -> int:
-    semester, schema = context.partition_key, warehouse.table_schema()
-    started = last_event = time.monotonic()
-    total = 0
-    terms: dict[str, dict] = {}
-    with warehouse.connect() as conn:
-        while True:
-            if semester in pending_semesters(conn, schema, {semester}):
-                closed = _one_pass(context, conn, session, warehouse, terms, settings, tables)
-                total += closed
-                last_event = time.monotonic() if closed else last_event
-            now = time.monotonic()
-            if now - started >= config.window_seconds or now - last_event >= config.idle_seconds:
-                return total
-            time.sleep(POLL_SECONDS)
 
 
 def build_apply_job(
-    settings: Settings, tables: Sequence[TableSpec] = SEMESTER_TABLES
+    namespaces: Sequence[Namespace], tables: Sequence[TableSpec] = SEMESTER_TABLES
 ) -> dg.JobDefinition:
-    namespace = Namespace.of(settings)
+    by_label = {namespace.label: namespace for namespace in namespaces}
 
     @dg.op(
         name="apply_live_events",
-        description="Apply the semester's landed Live Events: re-read the courses they name, "
-        "validate, write, and mark them applied, in one transaction per pass.",
+        description="Apply the landed Live Events of the run's institutions: route them, re-read "
+        "the courses they name, validate, write and mark them applied (one transaction per "
+        "semester), each institution side by side with its own Canvas session.",
+        required_resource_keys=set().union(*(resource_keys(n) for n in namespaces)),
     )
-    def apply_live_events(
-        context: dg.OpExecutionContext,
-        config: ApplyConfig,
-        canvas: CanvasResource,
-        warehouse: WarehouseResource,
-    ) -> None:
-        try:
-            with canvas.session(context.log) as session:
-                total = _apply_window(context, config, session, warehouse, settings, tables)
-            context.log.info(f"Closed {total} events of {context.partition_key} in this run.")
-        finally:
-            log_imported_semesters(context, warehouse, namespace)
+    def apply_live_events(context: dg.OpExecutionContext, config: ApplyConfig) -> None:
+        chosen = [by_label[label] for label in config.institutions if label in by_label]
+        failures = []
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_SIDE_BY_SIDE, len(chosen)))) as pool:
+            passes = {pool.submit(_one_institution, context, n, tables): n for n in chosen}
+            for future in as_completed(passes):  # Dagster's events from this thread only
+                namespace, done = passes[future], future.result()
+                for semester in done.semesters:
+                    for event in _semester_events(namespace, tables, semester):
+                        context.log_event(event)
+                if done.semesters:
+                    warehouse = institution_resource(context.resources, namespace, "warehouse")
+                    log_imported_semesters(context, warehouse, namespace)
+                context.log.info(_summary(namespace, done))
+                if done.failure():
+                    failures.append(f"{namespace.label}: {done.failure()}")
+        if failures:
+            raise dg.Failure(description="Live Events not applied for " + " | ".join(failures))
 
     @dg.job(
         name=APPLY_JOB,
-        partitions_def=namespace.partitions,
+        executor_def=dg.in_process_executor,
         tags={SOURCE_TAG: "live_events"},
-        description="Applies one semester's landed Live Events (requested by the "
-        "canvas_live_events sensor). Filter the Runs page with the tag "
-        f"{SOURCE_TAG}=live_events, or by this job's name.",
+        description="Applies the landed Live Events of a batch of institutions (requested by "
+        f"the Live Events sensor). Filter the Runs page with the tag {SOURCE_TAG}=live_events, "
+        "or by this job's name.",
     )
     def canvas_live_events_apply() -> None:
         apply_live_events()

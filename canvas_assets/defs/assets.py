@@ -6,18 +6,16 @@ run), validated together (they reference each other) and written in one transact
 backfills; Live Events are applied by their own job (``defs/apply.py``).
 """
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import dagster as dg
 
-from canvas_assets.backfill.semester import (
-    SemesterBackfill,
-    UnknownSemesterError,
-    backfill_semester,
-)
+from canvas_assets.backfill.semester import SemesterBackfill, backfill_semester
 from canvas_assets.backfill.terms import refresh_terms
-from canvas_assets.canvas import CanvasResource
+from canvas_assets.canvas import CanvasError, CanvasResource
+from canvas_assets.canvas.fetch import UnknownSemesterError
 from canvas_assets.canvas.limiter import CanvasStats
 from canvas_assets.defs.checks import as_check_result, pandera_check_specs, pandera_evaluations
 from canvas_assets.defs.namespace import Namespace
@@ -29,14 +27,27 @@ from canvas_assets.defs.reporting import (
     request_metadata,
     write_metadata,
 )
+from canvas_assets.defs.resources import institution_resource, resource_keys
+from canvas_assets.outcomes import first_line
 from canvas_assets.settings import Settings
 from canvas_assets.tables import SEMESTER_TABLES, TERMS, TableSpec
-from canvas_assets.warehouse import WarehouseResource
+from canvas_assets.warehouse import WarehouseError, WarehouseResource
 from canvas_assets.warehouse.reads import active_rows, sync_status
 from canvas_assets.warehouse.status import recorded_sync
 
 SEMESTER_TABLES_OP = "canvas_semester_tables"
 SOURCE_TAG = "canvas-assets/source"  # backfill, reconciliation, live_events
+
+
+@contextlib.contextmanager
+def failing_in_one_line(namespace: Namespace) -> Iterator[None]:
+    """A Canvas or warehouse error (they name the setting to fix) fails the run with that one
+    line, naming the institution when there are several, instead of a traceback wall."""
+    try:
+        yield
+    except (CanvasError, WarehouseError, UnknownSemesterError) as exc:
+        where = f"{namespace.name}: " if namespace.name else ""
+        raise dg.Failure(description=f"{where}{first_line(exc)}") from None
 
 
 def _common(settings: Settings, namespace: Namespace) -> dict:
@@ -47,22 +58,25 @@ def _common(settings: Settings, namespace: Namespace) -> dict:
     }
 
 
-def build_terms_asset(settings: Settings) -> dg.AssetsDefinition:
-    namespace = Namespace.of(settings)
-
+def build_terms_asset(settings: Settings, namespace: Namespace) -> dg.AssetsDefinition:
     @dg.asset(
         key=namespace.key(TERMS.name),
         description=TERMS.description,
-        metadata=definition_metadata(TERMS, settings.warehouse_schema),
+        metadata=definition_metadata(TERMS, namespace.schema),
         kinds={"canvas", "postgres"},
         pool=namespace.canvas_pool,
+        required_resource_keys=resource_keys(namespace),
         **_common(settings, namespace),
     )
-    def terms(
-        context: dg.AssetExecutionContext, canvas: CanvasResource, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
+    def terms(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        canvas = institution_resource(context.resources, namespace, "canvas")
+        warehouse = institution_resource(context.resources, namespace, "warehouse")
         schema = warehouse.table_schema()
-        with canvas.session(context.log) as session, warehouse.connect() as conn:
+        with (
+            failing_in_one_line(namespace),
+            canvas.session(context.log) as session,
+            warehouse.connect() as conn,
+        ):
             refreshed = refresh_terms(conn, schema, session, datetime.now(UTC))
             active = active_rows(conn, schema, [TERMS.name])[TERMS.name]
         return dg.MaterializeResult(
@@ -77,21 +91,19 @@ def build_terms_asset(settings: Settings) -> dg.AssetsDefinition:
     return terms
 
 
-def live_events_spec(settings: Settings) -> dg.AssetSpec:
-    namespace = Namespace.of(settings)
+def live_events_spec(settings: Settings, namespace: Namespace) -> dg.AssetSpec:
     return dg.AssetSpec(
         namespace.key("live_events"),
-        description="Canvas Live Events landed from the SQS queue (table live_events): the "
-        "incremental changes that feed the semester tables between backfills. The "
-        "canvas_live_events sensor materializes it each time it lands messages; its checks "
-        "watch the stream's lag, quarantine growth and silence.",
+        description="Canvas Live Events of this institution landed from the SQS queue (table "
+        "live_events): the incremental changes that feed the semester tables between "
+        "backfills. The Live Events sensor materializes it each time it lands messages of the "
+        "institution; its checks watch the stream's lag, quarantine growth and silence.",
         kinds={"sqs", "postgres"},
         **_common(settings, namespace),
     )
 
 
-def imported_semesters_spec(settings: Settings) -> dg.AssetSpec:
-    namespace = Namespace.of(settings)
+def imported_semesters_spec(settings: Settings, namespace: Namespace) -> dg.AssetSpec:
     return dg.AssetSpec(
         namespace.key("imported_semesters"),
         deps=[namespace.key(TERMS.name)],
@@ -99,7 +111,7 @@ def imported_semesters_spec(settings: Settings) -> dg.AssetSpec:
         "with its status (added, syncing, synced, failed), when it was added, when its last "
         "sync started and completed, and the last error. Refreshed by every backfill, Live "
         "Events apply and auto-import.",
-        metadata={"dagster/table_name": f"{settings.warehouse_schema}.semester_sync_status"},
+        metadata={"dagster/table_name": f"{namespace.schema}.semester_sync_status"},
         kinds={"postgres"},
         **_common(settings, namespace),
     )
@@ -113,7 +125,7 @@ def _semester_specs(
             namespace.key(spec.name),
             deps=[namespace.key(spec.upstream or TERMS.name), namespace.key("live_events")],
             description=f"{spec.description}\n\n{PARTITIONING}",
-            metadata=definition_metadata(spec, settings.warehouse_schema),
+            metadata=definition_metadata(spec, namespace.schema),
             partitions_def=namespace.partitions,
             kinds={"canvas", "postgres"},
             **_common(settings, namespace),
@@ -145,22 +157,22 @@ def _materializations(
 
 
 def build_semester_tables(
-    settings: Settings, tables: Sequence[TableSpec] = SEMESTER_TABLES
+    settings: Settings, namespace: Namespace, tables: Sequence[TableSpec] = SEMESTER_TABLES
 ) -> dg.AssetsDefinition:
     """The multi-asset that backfills the semester tables, one partition per semester."""
-    namespace = Namespace.of(settings)
 
     @dg.multi_asset(
-        name=SEMESTER_TABLES_OP,
+        name=namespace.suffixed(SEMESTER_TABLES_OP),
         specs=_semester_specs(settings, namespace, tables),
         check_specs=pandera_check_specs(namespace, tables),
         partitions_def=namespace.partitions,
         pool=namespace.canvas_pool,
+        required_resource_keys=resource_keys(namespace),
     )
-    def semester_tables(
-        context: dg.AssetExecutionContext, canvas: CanvasResource, warehouse: WarehouseResource
-    ):
+    def semester_tables(context: dg.AssetExecutionContext):
         """Backfill one semester from Canvas: fetch, validate, write in one transaction."""
+        canvas = institution_resource(context.resources, namespace, "canvas")
+        warehouse = institution_resource(context.resources, namespace, "warehouse")
         try:
             yield from _backfill(context, canvas, warehouse, namespace, tables)
         finally:
@@ -178,14 +190,12 @@ def _backfill(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     semester, schema = context.partition_key, warehouse.table_schema()
     with (
+        failing_in_one_line(namespace),
         canvas.session(context.log) as session,
         recorded_sync(warehouse.connect, schema, semester),
         warehouse.connect() as conn,
     ):
-        try:
-            result = backfill_semester(conn, schema, session, semester, datetime.now(UTC), tables)
-        except UnknownSemesterError as exc:
-            raise dg.Failure(description=str(exc)) from None
+        result = backfill_semester(conn, schema, session, semester, datetime.now(UTC), tables)
         for evaluation in pandera_evaluations(
             namespace, tables, result.report, result.rows_mapped, semester
         ):

@@ -3,22 +3,26 @@ health of the Live Events stream (lag, quarantine growth, a stalled stream)."""
 
 import warnings
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
 
 from canvas_assets.defs.namespace import Namespace
+from canvas_assets.defs.resources import institution_resource
+from canvas_assets.live_events import store
 from canvas_assets.live_events.health import StreamHealth, stream_health
 from canvas_assets.settings import Settings
 from canvas_assets.tables import TableSpec, ValidationReport
-from canvas_assets.warehouse import WarehouseResource
 
 SCHEMA_CHECK = "pandera_schema"
 LAG_CHECK = "lag"
 QUARANTINE_CHECK = "quarantine_growth"
 STALL_CHECK = "stream_flowing"
+UNKNOWN_CHECK = "unknown_institutions"
 FAILING_ROWS_SHOWN = 10
+# The shared queue of a vendor's deployment: what belongs to no institution is checked here.
+SHARED_QUEUE_KEY = dg.AssetKey(["canvas_shared", "live_events_queue"])
 
 
 def pandera_check_specs(
@@ -158,11 +162,81 @@ def build_stream_checks(namespace: Namespace, settings: Settings) -> dg.AssetChe
     @dg.multi_asset_check(
         specs=stream_check_specs(namespace, settings),
         name=f"{namespace.group}_live_events_health",
+        required_resource_keys={namespace.resource_key("warehouse")},
     )
-    def live_events_health(warehouse: WarehouseResource):
+    def live_events_health(context: dg.AssetCheckExecutionContext):
+        warehouse = institution_resource(context.resources, namespace, "warehouse")
         with warehouse.connect() as conn:
             health = stream_health(conn, warehouse.table_schema(), datetime.now().astimezone())
         for evaluation in stream_evaluations(namespace, settings, health):
             yield as_check_result(evaluation)
 
     return live_events_health
+
+
+def shared_queue_spec() -> dg.AssetSpec:
+    return dg.AssetSpec(
+        SHARED_QUEUE_KEY,
+        description="The shared Live Events queue (CANVAS_LIVE_EVENTS_QUEUE_URL) every partner "
+        "institution's Canvas publishes to. Its messages land in the institution whose root "
+        "account uuid they name; those of no declared institution, or naming none, are kept in "
+        "the shared schema's live_event_quarantine (CANVAS_SHARED_SCHEMA) and replayed into "
+        "an institution once it is declared.",
+        group_name="canvas_shared",
+        kinds={"sqs", "postgres"},
+    )
+
+
+def build_shared_queue_checks(warehouse_key: str) -> dg.AssetChecksDefinition:
+    """The shared queue's checks as a runnable definition (the sensor reports them too)."""
+
+    @dg.multi_asset_check(
+        specs=[
+            dg.AssetCheckSpec(
+                UNKNOWN_CHECK,
+                asset=SHARED_QUEUE_KEY,
+                description="No message waits for an institution that is not declared in "
+                "CANVAS_INSTITUTIONS_FILE (its metadata lists the uuids and counts).",
+            ),
+            dg.AssetCheckSpec(
+                QUARANTINE_CHECK,
+                asset=SHARED_QUEUE_KEY,
+                description="No message of the shared queue was quarantined in the last hour.",
+            ),
+        ],
+        name="shared_live_events_queue_health",
+        required_resource_keys={warehouse_key},
+    )
+    def shared_queue_health(context: dg.AssetCheckExecutionContext):
+        warehouse = getattr(context.resources, warehouse_key)
+        schema, since = warehouse.table_schema(), datetime.now(UTC) - timedelta(hours=1)
+        with warehouse.connect() as conn:
+            unknown = store.unknown_institutions(conn, schema)
+            recent = store.quarantined_since(conn, schema, since)
+        for evaluation in shared_queue_evaluations(unknown, recent):
+            yield as_check_result(evaluation)
+
+    return shared_queue_health
+
+
+def shared_queue_evaluations(
+    unknown: dict[str, int], quarantined_last_hour: int
+) -> list[dg.AssetCheckEvaluation]:
+    """The shared queue's checks: messages waiting for undeclared institutions, quarantine."""
+    waiting = {f"unknown institution {uuid}": count for uuid, count in sorted(unknown.items())}
+    return [
+        dg.AssetCheckEvaluation(
+            asset_key=SHARED_QUEUE_KEY,
+            check_name=UNKNOWN_CHECK,
+            passed=not unknown,
+            metadata={"messages_waiting": sum(unknown.values()), **waiting},
+            severity=dg.AssetCheckSeverity.WARN,
+        ),
+        dg.AssetCheckEvaluation(
+            asset_key=SHARED_QUEUE_KEY,
+            check_name=QUARANTINE_CHECK,
+            passed=quarantined_last_hour == 0,
+            metadata={"quarantined_last_hour": quarantined_last_hour},
+            severity=dg.AssetCheckSeverity.WARN,
+        ),
+    ]

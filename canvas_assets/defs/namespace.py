@@ -1,9 +1,10 @@
-"""The names this code location gives its Dagster objects.
+"""The names the code location gives one institution's Dagster objects.
 
-One Dagster instance can hold several institutions, each its own code location built from its
-own settings. Asset keys, the partitions, the asset group, the Canvas pool and the apply runs'
-concurrency tag carry the institution, so nothing collides; with no institution set the names
-are the plain ones (``canvas/courses``, ``semester``, ``canvas_api``).
+One code location serves every institution of the deployment. Asset keys, the partitions, the
+asset group, the Canvas pool, the resource keys and the per-institution jobs carry the
+institution's name, so nothing collides; the single unnamed institution of the CANVAS_*
+settings keeps the plain names (``canvas/courses``, ``semester``, ``canvas_api``,
+``canvas_semester_sync``).
 """
 
 from __future__ import annotations
@@ -12,42 +13,60 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from canvas_assets.settings import Settings
+from canvas_assets.institutions import Institution
 
-# Apply runs carry this tag (value: namespace and semester); dagster.yaml allows one run per
-# value at a time, and the sensor finds a semester's earlier apply runs by it.
-APPLY_TAG = "canvas-assets/apply"
+SEMESTER_JOB = "canvas_semester_sync"
 
 
 @dataclass(frozen=True)
 class Namespace:
-    institution: str | None = None
+    institution: Institution
     partitions: dg.DynamicPartitionsDefinition = field(init=False)
 
     def __post_init__(self) -> None:
-        name = "semester" if self.institution is None else f"semester_{self.institution}"
-        object.__setattr__(self, "partitions", dg.DynamicPartitionsDefinition(name=name))
+        partitions = dg.DynamicPartitionsDefinition(name=self.suffixed("semester"))
+        object.__setattr__(self, "partitions", partitions)
 
-    @classmethod
-    def of(cls, settings: Settings) -> Namespace:
-        return cls(settings.institution)
+    @property
+    def name(self) -> str | None:
+        return self.institution.name
+
+    @property
+    def label(self) -> str:
+        """How tick messages, run configs and errors name the institution."""
+        return self.institution.label
+
+    @property
+    def schema(self) -> str:
+        return self.institution.schema_name
+
+    def suffixed(self, base: str) -> str:
+        """``base``, or ``base_<name>`` for a named institution: names that must be unique in
+        the code location (ops, jobs, pools, resource keys, partitions)."""
+        return base if self.name is None else f"{base}_{self.name}"
 
     @property
     def prefix(self) -> list[str]:
-        return ["canvas"] if self.institution is None else [self.institution, "canvas"]
+        return ["canvas"] if self.name is None else [self.name, "canvas"]
 
     def key(self, table: str) -> dg.AssetKey:
         return dg.AssetKey([*self.prefix, table])
 
     @property
     def group(self) -> str:
-        return "canvas" if self.institution is None else f"canvas_{self.institution}"
+        return self.suffixed("canvas")
 
     @property
     def canvas_pool(self) -> str:
-        """Backfills that call Canvas share it, so parallel semesters do not throttle each
-        other on one access token (limit in dagster.yaml)."""
-        return "canvas_api" if self.institution is None else f"canvas_api_{self.institution}"
+        """Backfills and terms refreshes that call the institution's Canvas share it, so
+        parallel semesters do not throttle each other on one access token (limit in
+        dagster.yaml); each institution's token has a pool of its own."""
+        return self.suffixed("canvas_api")
 
-    def apply_tag(self, semester: str) -> dict[str, str]:
-        return {APPLY_TAG: f"{self.institution or 'canvas'}:{semester}"}
+    @property
+    def semester_job(self) -> str:
+        return self.suffixed(SEMESTER_JOB)
+
+    def resource_key(self, kind: str) -> str:
+        """``canvas`` / ``warehouse`` of this institution: ``canvas_north``, ..."""
+        return self.suffixed(kind)

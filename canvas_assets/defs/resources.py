@@ -1,4 +1,6 @@
-"""The resources every asset, sensor and command uses, built from ``Settings``.
+"""The resources every asset, sensor and command uses, built from ``Settings``: per institution
+its Canvas (its own token, so its own throttle budget) and its warehouse schema; the shared Live
+Events queue; and, for a vendor, the shared schema that keeps messages of no institution.
 
 Secrets and service addresses reach resources as ``dg.EnvVar``, so Dagster resolves them where
 the code runs and never shows them in the UI or run config.
@@ -9,9 +11,10 @@ from __future__ import annotations
 import dagster as dg
 
 from canvas_assets.canvas import CanvasResource
+from canvas_assets.defs.namespace import Namespace
+from canvas_assets.institutions import Institution
 from canvas_assets.live_events.sqs import SQSQueueResource
 from canvas_assets.settings import (
-    CANVAS_API_TOKEN_ENV,
     CANVAS_BASE_URL_ENV,
     QUEUE_URL_ENV,
     WAREHOUSE_URL_ENV,
@@ -19,32 +22,40 @@ from canvas_assets.settings import (
     Settings,
 )
 from canvas_assets.warehouse import WarehouseResource
+from canvas_assets.warehouse.migrate import SHARED
+
+SHARED_QUEUE = "sqs"
+SHARED_WAREHOUSE = "warehouse_shared"
 
 
-def canvas_resource(settings: Settings) -> CanvasResource:
+def canvas_resource(settings: Settings, institution: Institution) -> CanvasResource:
     return CanvasResource(
-        base_url=dg.EnvVar(CANVAS_BASE_URL_ENV),
-        api_token=dg.EnvVar(CANVAS_API_TOKEN_ENV),
-        account_id=settings.account_id,
+        base_url=institution.base_url or dg.EnvVar(CANVAS_BASE_URL_ENV),
+        api_token=dg.EnvVar(institution.token_env),
+        account_id=institution.account_id,
         max_concurrency=settings.max_concurrency,
     )
 
 
-def warehouse_resource(settings: Settings) -> WarehouseResource:
+def warehouse_resource(
+    settings: Settings, schema: str, kind: str | None = None
+) -> WarehouseResource:
     # No URL means the embedded PostgreSQL under the state folder, where that is allowed.
     if not settings.warehouse_url_configured and not settings.embedded_warehouse:
         raise SettingError(
             "CANVAS_WAREHOUSE_URL is not set and CANVAS_EMBEDDED_WAREHOUSE=false: set "
             "CANVAS_WAREHOUSE_URL to the warehouse's postgresql:// URL."
         )
+    extra = {"schema_kind": kind} if kind else {}
     return WarehouseResource(
         url=dg.EnvVar(WAREHOUSE_URL_ENV) if settings.warehouse_url_configured else None,
-        schema_name=settings.warehouse_schema,
+        schema_name=schema,
         state_dir=str(settings.state_dir) if settings.state_dir else None,
+        **extra,
     )
 
 
-def sqs_resource(settings: Settings) -> SQSQueueResource:
+def shared_queue(settings: Settings) -> SQSQueueResource:
     # Endpoint and credentials come from boto3's own environment variables.
     return SQSQueueResource(
         queue_url=dg.EnvVar(QUEUE_URL_ENV) if settings.live_events_queue_configured else None,
@@ -53,8 +64,26 @@ def sqs_resource(settings: Settings) -> SQSQueueResource:
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    return {
-        "canvas": canvas_resource(settings),
-        "warehouse": warehouse_resource(settings),
-        "sqs": sqs_resource(settings),
-    }
+    resources: dict[str, dg.ConfigurableResource] = {SHARED_QUEUE: shared_queue(settings)}
+    if settings.institutions_file is not None:
+        resources[SHARED_WAREHOUSE] = warehouse_resource(settings, settings.shared_schema, SHARED)
+    for institution in settings.institutions:
+        namespace = Namespace(institution)
+        resources[namespace.resource_key("canvas")] = canvas_resource(settings, institution)
+        resources[namespace.resource_key("warehouse")] = warehouse_resource(
+            settings, institution.schema_name
+        )
+        if institution.queue_url:
+            resources[namespace.resource_key("sqs")] = SQSQueueResource(
+                queue_url=institution.queue_url, region_name=settings.aws_region
+            )
+    return resources
+
+
+def institution_resource(resources: object, namespace: Namespace, kind: str):
+    """The institution's ``canvas`` or ``warehouse`` out of a context's ``resources``."""
+    return getattr(resources, namespace.resource_key(kind))
+
+
+def resource_keys(namespace: Namespace) -> set[str]:
+    return {namespace.resource_key("canvas"), namespace.resource_key("warehouse")}

@@ -1,5 +1,5 @@
-"""``canvas_reconciliation``: the nightly re-backfill of the semesters running now, which heals
-Live Events that Canvas never delivered."""
+"""``canvas_reconciliation``: the nightly re-backfill of every institution's semesters running
+now, which heals Live Events that Canvas never delivered."""
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -9,8 +9,8 @@ import dagster as dg
 from canvas_assets.defs.assets import SOURCE_TAG
 from canvas_assets.defs.jobs import Jobs
 from canvas_assets.defs.namespace import Namespace
+from canvas_assets.defs.resources import institution_resource
 from canvas_assets.settings import Settings
-from canvas_assets.warehouse import WarehouseResource
 from canvas_assets.warehouse.reads import TermDates, term_dates
 
 RECONCILE_MARGIN = timedelta(days=14)
@@ -31,37 +31,45 @@ def current_semesters(
     )
 
 
-def build_reconciliation_schedule(settings: Settings, jobs: Jobs) -> dg.ScheduleDefinition:
-    namespace = Namespace.of(settings)
+def _reconcile_requests(
+    context: dg.ScheduleEvaluationContext, namespace: Namespace, now: datetime
+) -> list[dg.RunRequest]:
+    warehouse = institution_resource(context.resources, namespace, "warehouse")
+    with warehouse.connect() as conn:
+        terms = term_dates(conn, warehouse.table_schema())
+    partitions = context.instance.get_dynamic_partitions(namespace.partitions.name)
+    stamp = now.strftime("%Y-%m-%dT%H:%M")
+    prefix = "reconcile" if namespace.name is None else f"reconcile:{namespace.name}"
+    return [
+        dg.RunRequest(
+            run_key=f"{prefix}:{semester}:{stamp}",
+            partition_key=semester,
+            job_name=namespace.semester_job,
+            tags={SOURCE_TAG: "reconciliation"},
+        )
+        for semester in current_semesters(terms, now, partitions)
+    ]
 
+
+def build_reconciliation_schedule(
+    settings: Settings, namespace: Namespace, jobs: Jobs
+) -> dg.ScheduleDefinition:
     @dg.schedule(
-        name="canvas_reconciliation",
+        name=namespace.suffixed("canvas_reconciliation"),
         cron_schedule=settings.reconcile_cron,
-        job=jobs.semester,
+        job=jobs.semesters[namespace.label],
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Re-backfills the current semesters (CANVAS_RECONCILE_CRON, nightly by "
-        "default) to heal Live Events that Canvas never delivered; each run reports the rows it "
-        "changed as drift_rows: what the event stream missed.",
+        required_resource_keys={namespace.resource_key("warehouse")},
+        description=f"Re-backfills {namespace.label}'s current semesters (CANVAS_RECONCILE_CRON, "
+        "nightly by default) to heal Live Events that Canvas never delivered; each run reports "
+        "the rows it changed as drift_rows: what the event stream missed.",
     )
     def canvas_reconciliation(
-        context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource
+        context: dg.ScheduleEvaluationContext, **_resources: object
     ) -> list[dg.RunRequest] | dg.SkipReason:
-        with warehouse.connect() as conn:
-            terms = term_dates(conn, warehouse.table_schema())
         now = context.scheduled_execution_time or datetime.now(UTC)
-        semesters = current_semesters(
-            terms, now, context.instance.get_dynamic_partitions(namespace.partitions.name)
+        return _reconcile_requests(context, namespace, now) or dg.SkipReason(
+            "No current semesters to reconcile."
         )
-        if not semesters:
-            return dg.SkipReason("No current semesters to reconcile.")
-        stamp = now.strftime("%Y-%m-%dT%H:%M")
-        return [
-            dg.RunRequest(
-                run_key=f"reconcile:{s}:{stamp}",
-                partition_key=s,
-                tags={SOURCE_TAG: "reconciliation"},
-            )
-            for s in semesters
-        ]
 
     return canvas_reconciliation

@@ -25,10 +25,10 @@ import psycopg
 
 from canvas_assets.canvas import CanvasSession
 from canvas_assets.canvas.fetch import fetch_courses, fetch_per_course, fetch_user_or_none
+from canvas_assets.institutions import semester_matches
 from canvas_assets.live_events import store
 from canvas_assets.live_events.store import EventCopy, PendingEvent
 from canvas_assets.outcomes import Counts
-from canvas_assets.settings import semester_matches
 from canvas_assets.tables import (
     SEMESTER_TABLES,
     SemesterSnapshot,
@@ -42,7 +42,7 @@ from canvas_assets.tables.mapping import enrolled_people, user_row
 from canvas_assets.warehouse.writes import (
     WriteCounts,
     lock_cross_semester_users,
-    lock_semester,
+    try_lock_semester,
     write_courses,
 )
 
@@ -72,6 +72,8 @@ class ApplyResult(Counts):
     # Wall time of the whole apply and of its REST re-read (courses, their objects, people).
     seconds: float = 0.0
     canvas_seconds: float = 0.0
+    # Another writer (a backfill) held the semester: nothing was claimed, the next run applies.
+    semester_busy: bool = False
 
 
 @dataclass
@@ -195,8 +197,10 @@ def apply_semester_events(
     result = ApplyResult()
     with conn.transaction():
         # Held through the REST re-read too: an apply's rows are never older than a concurrent
-        # writer's of the same semester.
-        lock_semester(conn, schema, semester)
+        # writer's of the same semester. A semester being written is left to the next run.
+        if not try_lock_semester(conn, schema, semester):
+            result.semester_busy = True
+            return result
         events = store.claim_pending(conn, schema, semester)
         result.events = len(events)
         if not events:

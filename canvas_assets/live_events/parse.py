@@ -32,6 +32,8 @@ MAX_DEPTH = 32
 # the future could never be judged stale.
 EVENT_TIME_RANGE = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}", re.ASCII)
+# A root account's uuid: Canvas's are 40 random letters and digits.
+ACCOUNT_UUID = re.compile(r"[A-Za-z0-9_-]{1,128}", re.ASCII)
 
 CALIPER_REASON = (
     "Caliper-format event: canvas-assets reads the Canvas format only. Set the Data Services "
@@ -89,6 +91,8 @@ class ParsedEvent:
     section_id: int | None = None
     enrollment_id: int | None = None
     user_id: int | None = None
+    # metadata.root_account_uuid: which institution sent it (a shared queue routes by it).
+    root_account_uuid: str | None = None
     envelope: dict = field(default_factory=dict, compare=False)
 
 
@@ -288,9 +292,29 @@ def _ids(name: str, body: dict, shard: int | None) -> dict[str, int | None]:
     return ids
 
 
+def _account_uuid(metadata: dict) -> str | None:
+    value = metadata.get("root_account_uuid")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not ACCOUNT_UUID.fullmatch(value):
+        raise QuarantineError(f"metadata.root_account_uuid {shown(value)} is not an account uuid")
+    return value
+
+
+def claimed_account_uuid(raw: str | bytes) -> str | None:
+    """The root account uuid a message names, if it is readable at all: which institution a
+    message that cannot be parsed belongs to. Never raises."""
+    try:
+        _, metadata, _ = _envelope(decode_body(raw))
+        return _account_uuid(metadata)
+    except Exception:  # anything unreadable names no institution
+        return None
+
+
 def parse_message(raw: str | bytes) -> ParsedEvent:
     """Parse one SQS message body (a Canvas-format envelope). Raises QuarantineError."""
     envelope, metadata, body = _envelope(decode_body(raw))
+    account_uuid = _account_uuid(metadata)
     name = metadata.get("event_name")
     if not isinstance(name, str) or not name:
         raise QuarantineError("metadata.event_name is missing")
@@ -301,6 +325,10 @@ def parse_message(raw: str | bytes) -> ParsedEvent:
     )
     key = _canonical_key(envelope)
     if name not in EVENT_IDS:
-        return ParsedEvent(key, name, event_time, supported=False, envelope=envelope)
+        return ParsedEvent(
+            key, name, event_time, False, root_account_uuid=account_uuid, envelope=envelope
+        )
     ids = _ids(name, body, _own_shard(metadata))
-    return ParsedEvent(key, name, event_time, True, envelope=envelope, **ids)
+    return ParsedEvent(
+        key, name, event_time, True, root_account_uuid=account_uuid, envelope=envelope, **ids
+    )

@@ -16,15 +16,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 
-from canvas_assets.live_events.land import LandCounts, land_messages
+from canvas_assets.live_events.land import Destinations, LandCounts, land_messages
 from canvas_assets.live_events.sqs import QueueMessage, SQSQueueResource
 from canvas_assets.outcomes import first_line
 
-SENSOR_BUDGET_SECONDS = 20.0  # well under Dagster's 60 s sensor timeout
+SENSOR_BUDGET_SECONDS = 8.0  # a tick stays short: what is left waits for the next one
 RECEIVERS = 4  # receives in flight at once
 LAND_CHUNK = 100  # messages landed per transaction
 MAX_RECEIVE_FAILURES = 3  # consecutive failed receives before a receiver gives up this tick
@@ -43,6 +43,8 @@ class PollResult(LandCounts):
     warehouse_error: str = ""
     seconds: float = 0.0
     land_seconds: float = 0.0  # time spent parsing and storing (the project's own cost)
+    # Messages stored (landed, duplicate or quarantined) per schema: which institutions it fed.
+    stored_by_schema: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line for the tick, e.g. "landed 40, 2 quarantined, 0 duplicates"."""
@@ -144,7 +146,7 @@ def poll_queue(
     sqs: SQSQueueResource,
     client,
     conn: psycopg.Connection,
-    schema: str,
+    destinations: Destinations,
     budget_seconds: float = SENSOR_BUDGET_SECONDS,
     *,
     receivers: int = RECEIVERS,
@@ -164,7 +166,9 @@ def poll_queue(
                 totals.received += len(batch)
                 began = clock()
                 try:
-                    landed = land_messages(conn, schema, [(m.message_id, m.body) for m in batch])
+                    landed = land_messages(
+                        conn, destinations, [(m.message_id, m.body) for m in batch]
+                    )
                 except psycopg.Error as exc:  # the warehouse is gone: nothing was committed
                     totals.warehouse_error = first_line(exc, with_type=True)[:ERROR_CHARS]
                     totals.not_landed += len(batch)
@@ -172,6 +176,10 @@ def poll_queue(
                 finally:
                     totals.land_seconds += clock() - began
                 totals.add(landed)
+                for outcome in landed.outcomes:
+                    if outcome.schema:
+                        stored = totals.stored_by_schema.get(outcome.schema, 0) + 1
+                        totals.stored_by_schema[outcome.schema] = stored
                 keep = [m for m, stored in zip(batch, landed.stored(), strict=True) if stored]
                 deletes.append(pool.submit(_delete, sqs, client, keep))
         finally:

@@ -24,10 +24,10 @@ from canvas_assets.canvas import (
     CanvasPermissionError,
     CanvasSession,
 )
+from canvas_assets.institutions import semester_matches
 from canvas_assets.live_events import store
 from canvas_assets.live_events.store import EventCopy, Route, UnroutedEvent
-from canvas_assets.outcomes import Counts
-from canvas_assets.settings import semester_matches
+from canvas_assets.outcomes import Counts, first_line
 from canvas_assets.tables import semester_key
 
 # Look-ups run concurrently (the session's limiter caps them in flight), so a tick routes a
@@ -42,8 +42,9 @@ class RouteResult(Counts):
     out_of_target: int = 0
     unresolved: int = 0
     lookup_errors: int = 0
-    lookups: int = 0  # Canvas look-ups made (concurrently) this tick
+    lookups: int = 0  # Canvas look-ups made (concurrently) this pass
     seconds: float = 0.0
+    lookup_error: str = ""  # the last failed look-up's error, in one line
 
     def summary(self) -> str:
         """One line for the tick, e.g. "routed 12, 3 closed, 2 waiting for Canvas"."""
@@ -85,6 +86,7 @@ class RestLookups:
         self.used = 0
         self.made = 0
         self.errors = 0
+        self.last_error = ""
         self._lock = threading.Lock()
 
     def _start(self) -> bool:
@@ -97,9 +99,10 @@ class RestLookups:
             self.made += 1
             return True
 
-    def _failed(self, stop: bool) -> None:
+    def _failed(self, error: CanvasError, stop: bool) -> None:
         with self._lock:
             self.errors += 1
+            self.last_error = first_line(error)
             if stop:
                 self.used = self.budget
 
@@ -111,11 +114,11 @@ class RestLookups:
             return Answer(Asked.ANSWERED, fetch(self.session))
         except CanvasNotFoundError:
             return Answer(Asked.ANSWERED)
-        except CanvasPermissionError:  # this object only
-            self._failed(stop=False)
+        except CanvasPermissionError as exc:  # this object only
+            self._failed(exc, stop=False)
             return Answer(Asked.FAILED)
-        except CanvasError:
-            self._failed(stop=True)
+        except CanvasError as exc:
+            self._failed(exc, stop=True)
             return Answer(Asked.FAILED)
 
     def ask_all(
@@ -276,7 +279,7 @@ def route_pending(
     ask = RestLookups(session, max_rest_lookups, deadline)
     found = resolve(conn, schema, events, ask)
     routes, result = decide(events, found, target_semesters)
-    result.lookup_errors, result.lookups = ask.errors, ask.made
+    result.lookup_errors, result.lookups, result.lookup_error = ask.errors, ask.made, ask.last_error
     store.save_routes(conn, schema, routes.routes, routes.copies, routes.failed)
     result.seconds = round(time.monotonic() - started, 3)
     return result

@@ -132,21 +132,28 @@ def safe_message_id(message_id: object) -> str | None:
 
 
 def insert_quarantine(
-    cur: psycopg.Cursor, schema: str, message_id: object, raw: object, reason: str
+    cur: psycopg.Cursor,
+    schema: str,
+    message_id: object,
+    raw: object,
+    reason: str,
+    account_uuid: str | None = None,
 ) -> bool:
-    """Keep a message that cannot be applied, with the reason and its raw text (truncated when
-    huge); False when the same raw message was quarantined before."""
+    """Keep a message that cannot be applied, with the reason, its raw text (truncated when
+    huge) and the institution it names; False when the same raw message was quarantined
+    before."""
     text = storable(raw)
     cur.execute(
         sql.SQL(
-            "INSERT INTO {} (raw_key, message_id, reason, raw) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (raw_key) DO NOTHING"
+            "INSERT INTO {} (raw_key, message_id, reason, raw, root_account_uuid) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (raw_key) DO NOTHING"
         ).format(qualified_table(schema, "live_event_quarantine")),
         (
             event_key(text),  # of the whole message, so a redelivery is recognised
             safe_message_id(message_id),
             safe_text(reason, REASON_CHARS),
             safe_text(text, QUARANTINE_RAW_CHARS),
+            account_uuid,
         ),
     )
     return cur.rowcount > 0
@@ -313,6 +320,114 @@ def pending_semesters(
     return {
         semester: int(seq) for semester, seq in rows if partitions is None or semester in partitions
     }
+
+
+def newest_actionable(conn: psycopg.Connection, schema: str, partitions: set[str]) -> int | None:
+    """The newest seq of the events an apply run can act on now (not yet routed, or routed to
+    an imported semester among ``partitions``), or None when there are none."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT max(e.seq) FROM {events} AS e LEFT JOIN {status} AS s "
+            "ON s.semester = e.semester AND s.last_sync_completed_at IS NOT NULL "
+            "WHERE e.applied_at IS NULL AND (e.semester IS NULL "
+            "OR (s.semester IS NOT NULL AND e.semester = ANY(%s)))"
+        ).format(
+            events=qualified_table(schema, "live_events"),
+            status=qualified_table(schema, "semester_sync_status"),
+        ),
+        (sorted(partitions),),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+# -- the shared queue's strays ----------------------------------------------------------------
+@dataclass(frozen=True)
+class StrayMessage:
+    """A shared queue's message quarantined because its institution was not declared."""
+
+    id: int
+    message_id: str | None
+    raw: str
+    root_account_uuid: str
+
+
+def strays_of(
+    conn: psycopg.Connection, schema: str, account_uuids: Iterable[str], limit: int
+) -> list[StrayMessage]:
+    """Quarantined messages (not replayed yet) of the institutions with ``account_uuids``."""
+    with conn.cursor(row_factory=class_row(StrayMessage)) as cur:
+        return cur.execute(
+            sql.SQL(
+                "SELECT id, message_id, raw, root_account_uuid FROM {} WHERE replayed_at IS NULL "
+                "AND root_account_uuid = ANY(%s) ORDER BY id LIMIT %s"
+            ).format(qualified_table(schema, "live_event_quarantine")),
+            (sorted(set(account_uuids)), limit),
+        ).fetchall()
+
+
+def mark_replayed(conn: psycopg.Connection, schema: str, ids: Sequence[int]) -> None:
+    conn.execute(
+        sql.SQL("UPDATE {} SET replayed_at = now() WHERE id = ANY(%s)").format(
+            qualified_table(schema, "live_event_quarantine")
+        ),
+        (list(ids),),
+    )
+
+
+def unknown_institutions(conn: psycopg.Connection, schema: str) -> dict[str, int]:
+    """Messages waiting in the shared quarantine, by the (undeclared) uuid they name."""
+    return dict(
+        conn.execute(
+            sql.SQL(
+                "SELECT root_account_uuid, count(*) FROM {} WHERE replayed_at IS NULL "
+                "AND root_account_uuid IS NOT NULL GROUP BY 1 ORDER BY 1"
+            ).format(qualified_table(schema, "live_event_quarantine"))
+        ).fetchall()
+    )
+
+
+def quarantined_since(conn: psycopg.Connection, schema: str, since: datetime) -> int:
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE received_at > %s").format(
+            qualified_table(schema, "live_event_quarantine")
+        ),
+        (since,),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+# -- how applying goes --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ApplyState:
+    """How the institution's last Live Events apply passes went: failures in a row, and the
+    last one's error."""
+
+    consecutive_failures: int
+    last_error: str | None
+
+
+def apply_state(conn: psycopg.Connection, schema: str) -> ApplyState:
+    with conn.cursor(row_factory=class_row(ApplyState)) as cur:
+        row = cur.execute(
+            sql.SQL("SELECT consecutive_failures, last_error FROM {}").format(
+                qualified_table(schema, "live_events_apply_state")
+            )
+        ).fetchone()
+    return row or ApplyState(0, None)
+
+
+def record_apply_pass(conn: psycopg.Connection, schema: str, error: str | None) -> None:
+    """One more pass: a success resets the failures, a failure counts one and keeps its error."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET last_attempt_at = now(), "
+            "last_success_at = CASE WHEN %(error)s::text IS NULL THEN now() "
+            "ELSE last_success_at END, "
+            "consecutive_failures = CASE WHEN %(error)s::text IS NULL THEN 0 "
+            "ELSE consecutive_failures + 1 END, last_error = %(error)s"
+        ).format(qualified_table(schema, "live_events_apply_state")),
+        {"error": None if error is None else safe_text(error, REASON_CHARS)},
+    )
 
 
 # -- apply ------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Versioned migrations: ``migrations/NNNN_name.sql``, applied in order, once per schema.
 
-Each file's first line is ``-- <name>``; ``{schema}`` stands for the quoted schema name. All
-pending files run in one transaction under an advisory lock, so concurrent starters wait and then
-find nothing to do. Never edit a released migration: add a new file.
+An institution's schema gets ``migrations/*.sql``; the shared schema (what belongs to no
+institution: a shared queue's quarantine) gets ``migrations/shared/*.sql``. Each file's first
+line is ``-- <name>``; ``{schema}`` stands for the quoted schema name. All pending files run in
+one transaction under an advisory lock, so concurrent starters wait and then find nothing to
+do. Never edit a released migration: add a new file.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
-from canvas_assets.settings import validate_schema_name
+from canvas_assets.institutions import validate_schema_name
 from canvas_assets.warehouse.identifiers import qualified_table
 
 _MIGRATION_LOCK_KEY = 0x43414E56  # "CANV": serialises migrations across processes
 _FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+INSTITUTION, SHARED = "institution", "shared"
+_FOLDERS = {INSTITUTION: "migrations", SHARED: "migrations/shared"}
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,10 @@ class Migration:
     ddl: str
 
 
-def migrations() -> list[Migration]:
-    """Every migration shipped with the package, in version order."""
+def migrations(kind: str = INSTITUTION) -> list[Migration]:
+    """Every migration of a ``kind`` of schema shipped with the package, in version order."""
     found = []
-    for entry in resources.files("canvas_assets.warehouse").joinpath("migrations").iterdir():
+    for entry in resources.files("canvas_assets.warehouse").joinpath(_FOLDERS[kind]).iterdir():
         match = _FILE.match(entry.name)
         if match is None:
             continue
@@ -41,8 +45,8 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def migrate(conn: psycopg.Connection, schema: str) -> list[int]:
-    """Apply pending migrations to ``schema``; return the versions applied now."""
+def migrate(conn: psycopg.Connection, schema: str, kind: str = INSTITUTION) -> list[int]:
+    """Apply pending migrations of ``kind`` to ``schema``; return the versions applied now."""
     schema_ident = sql.Identifier(validate_schema_name(schema))
     applied_now: list[int] = []
     with conn.transaction():
@@ -64,7 +68,7 @@ def migrate(conn: psycopg.Connection, schema: str) -> list[int]:
             row[0]
             for row in conn.execute(sql.SQL("SELECT version FROM {}").format(migrations_table))
         }
-        for migration in migrations():
+        for migration in migrations(kind):
             if migration.version in done:
                 continue
             # The only text substituted is the schema, quoted as an identifier by psycopg.

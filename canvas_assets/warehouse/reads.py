@@ -31,6 +31,19 @@ def term_dates(conn: psycopg.Connection, schema: str) -> list[TermDates]:
         ).fetchall()
 
 
+def live_semesters(conn: psycopg.Connection, schema: str) -> list[str]:
+    """The semester keys of the terms Canvas still has and has not deleted."""
+    return [
+        row[0]
+        for row in conn.execute(
+            sql.SQL(
+                "SELECT semester FROM {} WHERE deleted_at IS NULL AND status <> 'deleted' "
+                "ORDER BY semester"
+            ).format(qualified_table(schema, "terms"))
+        )
+    ]
+
+
 def imported_semesters(conn: psycopg.Connection, schema: str) -> set[str]:
     """Semesters on the Imported Semesters card (added by auto-import or a backfill)."""
     return {

@@ -13,14 +13,11 @@ import dagster as dg
 import psycopg
 from pydantic import Field
 
+from canvas_assets.institutions import DEFAULT_WAREHOUSE_SCHEMA, validate_schema_name
 from canvas_assets.outcomes import first_line
-from canvas_assets.settings import (
-    DEFAULT_STATE_DIR,
-    DEFAULT_WAREHOUSE_SCHEMA,
-    validate_schema_name,
-)
+from canvas_assets.settings import DEFAULT_STATE_DIR
 from canvas_assets.warehouse.embedded import embedded_database_url, redact_url
-from canvas_assets.warehouse.migrate import migrate
+from canvas_assets.warehouse.migrate import INSTITUTION, migrate
 
 
 class WarehouseError(RuntimeError):
@@ -45,6 +42,11 @@ class WarehouseResource(dg.ConfigurableResource):
     state_dir: str | None = Field(
         default=None, description="Folder for the embedded PostgreSQL (CANVAS_ASSETS_HOME)."
     )
+    schema_kind: str = Field(
+        default=INSTITUTION,
+        description="Which migrations the schema gets: an institution's tables, or the shared "
+        "schema's (CANVAS_SHARED_SCHEMA: a shared queue's quarantine).",
+    )
 
     def database_url(self) -> str:
         if self.url:
@@ -58,6 +60,14 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def table_schema(self) -> str:
         return validate_schema_name(self.schema_name)
+
+    def migrate_once(self) -> None:
+        """Migrate the schema if this process has not yet: before another resource's
+        connection writes into it (a shared queue's tick lands in every institution's schema)."""
+        with _migrated_lock:
+            done = (self.database_url(), self.table_schema()) in _migrated
+        if not done:
+            self.connect().close()
 
     def connect(self) -> psycopg.Connection:
         """A new autocommit connection to a migrated schema; use it as a context manager."""
@@ -73,7 +83,7 @@ class WarehouseResource(dg.ConfigurableResource):
         try:
             with _migrated_lock:
                 if (url, schema) not in _migrated:
-                    migrate(conn, schema)
+                    migrate(conn, schema, self.schema_kind)
                     _migrated.add((url, schema))
         except BaseException:
             conn.close()

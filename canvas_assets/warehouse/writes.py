@@ -199,13 +199,27 @@ def upsert_rows(
 def lock_semester(conn: psycopg.Connection, schema: str, semester: str) -> None:
     """Serialise writers of one semester (a backfill and a Live Events apply) until the current
     transaction ends, so they neither deadlock nor interleave; other semesters go on."""
-    _advisory_xact_lock(conn, f"{schema}/semester/{semester}")
+    _advisory_xact_lock(conn, _semester_lock(schema, semester))
+
+
+def try_lock_semester(conn: psycopg.Connection, schema: str, semester: str) -> bool:
+    """``lock_semester`` when no other writer holds it; False (and no lock) when one does, so
+    a Live Events apply leaves the semester to a running backfill instead of waiting for it."""
+    row = conn.execute(
+        "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))",
+        (_semester_lock(schema, semester),),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def lock_cross_semester_users(conn: psycopg.Connection, schema: str) -> None:
     """Serialise applies that update a person's rows in other semesters: two of them, each
     holding its own semester's rows and wanting the other's, would otherwise deadlock."""
     _advisory_xact_lock(conn, f"{schema}/cross-semester-users")
+
+
+def _semester_lock(schema: str, semester: str) -> str:
+    return f"{schema}/semester/{semester}"
 
 
 def _advisory_xact_lock(conn: psycopg.Connection, name: str) -> None:

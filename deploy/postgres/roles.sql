@@ -21,9 +21,10 @@
 --                   any other schema, or connect to the Dagster database.
 --   reader_role     NOLOGIN group for whoever reads the tables (a CRM integration, analysts):
 --                   SELECT on the schema's tables, present and future. Grant it to login roles.
--- Several institutions in one server: run this once per institution with its own
--- warehouse_schema and warehouse_role (and dagster_db/dagster_role if their Dagster instances are
--- separate); each warehouse role then sees only its own institution's schema.
+-- A vendor's deployment (one code location, CANVAS_INSTITUTIONS_FILE): run this once per
+-- institution's schema, and once for the shared schema (CANVAS_SHARED_SCHEMA), with the same
+-- warehouse_role (the code location's one CANVAS_WAREHOUSE_URL) and a reader_role per schema,
+-- so each partner's readers see only their own institution.
 
 \set ON_ERROR_STOP on
 

@@ -27,9 +27,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from canvas_assets.settings import Settings
 from canvas_devstack import dagster_services as dagster
 from canvas_devstack.local_pieces import (
+    SANDBOX_SHARD,
     SANDBOX_TOKEN,
     start_postgres,
     start_sandbox,
@@ -43,13 +46,15 @@ LOCATION = "canvas_assets"
 # What only code servers (and the runs they launch) get: the webserver and the daemon never see
 # a Canvas token, the warehouse URL or AWS credentials.
 CODE_ONLY = (
-    "CANVAS_INSTITUTION", "CANVAS_BASE_URL", "CANVAS_API_TOKEN", "CANVAS_ACCOUNT_ID",
+    "CANVAS_INSTITUTION", "CANVAS_INSTITUTIONS_FILE", "CANVAS_BASE_URL", "CANVAS_API_TOKEN",
+    "CANVAS_ACCOUNT_ID",
     "CANVAS_WAREHOUSE_URL", "CANVAS_LIVE_EVENTS_QUEUE_URL", "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
 )  # fmt: skip
 # Written to <state>/dev.env for Dagster's own CLI (never a secret the user configured).
 DEV_ENV_NAMES = (
     "DAGSTER_HOME", "CANVAS_ASSETS_HOME", "CANVAS_DAGSTER_PG_URL", "CANVAS_WAREHOUSE_URL",
+    "CANVAS_INSTITUTIONS_FILE",
     "CANVAS_BASE_URL", "CANVAS_API_TOKEN", "CANVAS_LIVE_EVENTS_QUEUE_URL", "AWS_ENDPOINT_URL_SQS",
     "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
 )  # fmt: skip
@@ -107,15 +112,19 @@ def _single_site(env: dict[str, str], home: Path, stack, size: str, interval: fl
         print(f"canvas: {env['CANVAS_BASE_URL']} (CANVAS_BASE_URL)")
         return site
     changes = (client, site.env["CANVAS_LIVE_EVENTS_QUEUE_URL"], interval) if client else None
-    url = start_sandbox(home / f"sandbox-{size}.pickle", size, 0, stack, changes)
-    site.env.update(CANVAS_BASE_URL=url, CANVAS_API_TOKEN=SANDBOX_TOKEN, CANVAS_ACCOUNT_ID="self")
+    sandbox = start_sandbox(home / f"sandbox-{size}.pickle", size, 0, stack, changes)
+    site.env.update(
+        CANVAS_BASE_URL=sandbox.url, CANVAS_API_TOKEN=SANDBOX_TOKEN, CANVAS_ACCOUNT_ID="self"
+    )
     return site
 
 
 def _institution_sites(
     env: dict[str, str], names: list[str], home: Path, stack, size: str, interval: float
 ) -> list[Site]:
-    """A sandbox institution, queue and code location per name (schema canvas_<name>)."""
+    """A vendor's deployment: one code location serving a sandbox institution per name (its own
+    shard, root account uuid and schema canvas_<name>), all publishing to one shared queue,
+    named in an institutions file (CANVAS_INSTITUTIONS_FILE) as a vendor writes it."""
     configured = [k for k in ("CANVAS_BASE_URL", "CANVAS_LIVE_EVENTS_QUEUE_URL") if env.get(k)]
     if configured:
         raise DevStackError(
@@ -123,30 +132,38 @@ def _institution_sites(
             "one institution per stack against real services)."
         )
     client = start_sqs(env, stack)
-    sites = []
-    for seed, name in enumerate(names):
-        queue = client.create_queue(QueueName=f"canvas-live-events-{name}")["QueueUrl"]
+    queue = client.create_queue(QueueName=DEV_QUEUE_NAME)["QueueUrl"]
+    site = Site(LOCATION, {"CANVAS_LIVE_EVENTS_QUEUE_URL": queue})
+    entries = []
+    for index, name in enumerate(names):
         path = home / f"sandbox-{size}-{name}.pickle"
-        url = start_sandbox(path, size, seed, stack, (client, queue, interval))
-        sites.append(
-            Site(
-                f"canvas_{name}",
-                {
-                    "CANVAS_INSTITUTION": name,
-                    "CANVAS_BASE_URL": url,
-                    "CANVAS_API_TOKEN": SANDBOX_TOKEN,
-                    "CANVAS_ACCOUNT_ID": "self",
-                    "CANVAS_LIVE_EVENTS_QUEUE_URL": queue,
-                },
-            )
+        shard = SANDBOX_SHARD + index
+        sandbox = start_sandbox(path, size, index, stack, (client, queue, interval), shard)
+        token_env = f"{name.upper()}_CANVAS_TOKEN"
+        site.env[token_env] = SANDBOX_TOKEN
+        entries.append(
+            {
+                "name": name,
+                "base_url": sandbox.url,
+                "root_account_uuid": sandbox.root_account_uuid,
+                "token_env": token_env,
+            }
         )
-        print(f"institution {name}: queue {queue}, schema canvas_{name}")
-    return sites
+        print(f"institution {name}: shard {shard}, schema canvas_{name}")
+    institutions_file = home / "institutions.yaml"
+    institutions_file.write_text(yaml.safe_dump({"institutions": entries}, sort_keys=False))
+    site.env["CANVAS_INSTITUTIONS_FILE"] = str(institutions_file)
+    print(f"institutions: {institutions_file}; one shared queue {queue}")
+    return [site]
 
 
 def _write_dev_env(env: dict[str, str], home: Path, stack: contextlib.ExitStack) -> None:
     """``<state>/dev.env``: the stack's addresses, for Dagster's CLI in another terminal."""
     started = {name: env[name] for name in DEV_ENV_NAMES if name in env}
+    # The sandbox institutions' tokens (CANVAS_INSTITUTIONS_FILE names them): not secrets.
+    started.update(
+        {k: v for k, v in env.items() if k.endswith("_CANVAS_TOKEN") and v == SANDBOX_TOKEN}
+    )
     if os.environ.get("CANVAS_API_TOKEN"):
         started.pop("CANVAS_API_TOKEN", None)  # the user's own token is never written
     if os.environ.get("CANVAS_WAREHOUSE_URL"):

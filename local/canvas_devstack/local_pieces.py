@@ -8,7 +8,7 @@ import contextlib
 import logging
 import pickle
 import threading
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from canvas_assets.warehouse.embedded import (
@@ -21,6 +21,7 @@ from canvas_assets.warehouse.embedded import (
 from canvas_devstack.processes import free_port
 
 SANDBOX_TOKEN = "sandbox-token"
+SANDBOX_SHARD = 2107  # the first sandbox's shard; each further institution gets the next
 LOCAL_SQS_CREDENTIALS = {"aws_access_key_id": "local-sqs", "aws_secret_access_key": "local-sqs"}
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,16 @@ def start_sqs(env: dict[str, str], stack: contextlib.ExitStack):
     )
 
 
-def load_institution(path: Path, size: str, seed: int = 0):
+def load_institution(path: Path, size: str, seed: int = 0, shard_id: int = SANDBOX_SHARD):
     """The sandbox's institution as the last session left it (True), or a new one (False)."""
     from canvas_sandbox import Institution, generate_institution
 
     if path.is_file():
         with path.open("rb") as handle:
             saved = pickle.load(handle)
-        if saved.get("size") == size:
+        if saved.get("size") == size and saved["fields"].get("shard_id") == shard_id:
             return Institution(**saved["fields"]), True
-    return generate_institution(size, seed=seed), False
+    return generate_institution(size, seed=seed, shard_id=shard_id), False
 
 
 def save_institution(institution, path: Path, size: str) -> None:
@@ -98,18 +99,25 @@ def _drive_changes(institution, driver, path: Path, size: str, interval: float, 
             log.exception("sandbox change step failed")
 
 
+@dataclass(frozen=True)
+class StartedSandbox:
+    url: str
+    root_account_uuid: str
+
+
 def start_sandbox(
     path: Path,
     size: str,
     seed: int,
     stack: contextlib.ExitStack,
     changes: tuple | None = None,
-) -> str:
+    shard_id: int = SANDBOX_SHARD,
+) -> StartedSandbox:
     """Serve the institution saved at ``path`` (or a new one); with ``changes`` = (SQS client,
-    queue URL, seconds), change it and publish its Live Events. Returns the sandbox's URL."""
+    queue URL, seconds), change it and publish its Live Events."""
     from canvas_sandbox import ChangeDriver, SandboxServer
 
-    institution, restored = load_institution(path, size, seed)
+    institution, restored = load_institution(path, size, seed, shard_id)
     save_institution(institution, path, size)
     sandbox = SandboxServer(institution, token=SANDBOX_TOKEN, port=free_port()).start()
     stack.callback(sandbox.stop)
@@ -131,4 +139,4 @@ def start_sandbox(
         stack.callback(stop.set)
     state = f"restored from {path.name}" if restored else "newly generated"
     print(f"canvas: sandbox ({size}, {state}) at {sandbox.url}, token {SANDBOX_TOKEN}")
-    return sandbox.url
+    return StartedSandbox(sandbox.url, institution.root_account_uuid)

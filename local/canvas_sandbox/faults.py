@@ -32,10 +32,11 @@ class Injection:
 class PageFault:
     """Fail page ``page`` of every paginated list whose path contains ``path`` — after the
     pages before it were served — ``times`` times, with ``action``: ``status`` (answer
-    ``status``), ``reset`` (no answer) or ``truncate`` (half a body)."""
+    ``status``), ``reset`` (no answer) or ``truncate`` (half a body). ``page`` None fails the
+    requests for one object: those whose path ends with ``path`` and name no page."""
 
     path: str
-    page: int = 2
+    page: int | None = 2
     action: str = "truncate"
     status: int = 500
     times: int = 1
@@ -82,7 +83,11 @@ class Faults:
 
     def _page_fault(self, path: str, page: str | None) -> Injection | None:
         for fault in self.page_faults:
-            if fault.times > 0 and fault.path in path and page == str(fault.page):
+            if fault.page is None:
+                hit = path.endswith(fault.path) and page is None
+            else:
+                hit = fault.path in path and page == str(fault.page)
+            if fault.times > 0 and hit:
                 fault.times -= 1
                 self.counts[f"page {fault.action}"] += 1
                 if fault.action == "reset":

@@ -247,6 +247,11 @@ class Institution:
     enrollments_by_course: dict[int, list[int]] = field(default_factory=dict, repr=False)
     enrollments_by_section: dict[int, list[int]] = field(default_factory=dict, repr=False)
 
+    @property
+    def root_account_uuid(self) -> str:
+        """What its Live Events carry as ``metadata.root_account_uuid``."""
+        return self.accounts[self.root_account_id]["uuid"]
+
     def next_id(self, kind: str) -> int:
         with self.lock:
             value = self._ids.get(kind, ID_START.get(kind, 1))
@@ -303,9 +308,9 @@ class Institution:
 class _Builder:
     """Holds the rng and the institution while generate_institution fills it."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, shard_id: int = SHARD_ID) -> None:
         self.rng = random.Random(seed)
-        self.inst = Institution(root_account_id=1, shard_id=SHARD_ID)
+        self.inst = Institution(root_account_id=1, shard_id=shard_id)
 
     def uuid(self) -> str:
         # Canvas uuids are 40-character random alphanumeric slugs, not RFC 4122 uuids.
@@ -383,14 +388,22 @@ def _enrollment_state(rng: random.Random, course_state: str) -> str:
 
 
 def generate_institution(
-    size: str = "small", seed: int = 0, scale: float = 1.0, account_users: int | None = None
+    size: str = "small",
+    seed: int = 0,
+    scale: float = 1.0,
+    account_users: int | None = None,
+    shard_id: int = SHARD_ID,
 ) -> Institution:
-    """Build a whole institution; deterministic for (size, seed, scale, account_users)."""
+    """Build a whole institution; deterministic for (size, seed, scale, account_users, shard).
+    Another ``shard_id`` with the same seed gives the same local ids (as two institutions on
+    two shards of Canvas can have) and a root account uuid of its own."""
     spec = size_spec(size, scale, account_users)
-    b = _Builder(seed)
+    b = _Builder(seed, shard_id)
     rng, inst = b.rng, b.inst
 
     root = b.account("Sandbox University", None, "ROOT")
+    if shard_id != SHARD_ID:
+        root["uuid"] = "".join(random.Random(f"{seed}/{shard_id}").choices(ALNUM, k=40))
     departments: list[dict] = []
     for college, subjects in SUBJECTS.items():
         parent = b.account(college, root["id"], f"COL-{len(inst.accounts)}")

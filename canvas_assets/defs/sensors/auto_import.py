@@ -1,30 +1,33 @@
-"""``semester_auto_import``: Target Semesters and Auto Import Semesters.
+"""``semester_auto_import``: Target Semesters and Auto Import Semesters, for every institution.
 
-Every new Canvas term that Target Semesters admits becomes a ``semester`` partition and, unless
-auto-import is off, gets its first backfill (``plan_auto_import`` decides). The sensor looks at
-Canvas every CANVAS_SEMESTER_SENSOR_INTERVAL_SECONDS; a look that failed (Canvas down, a
-rejected token) is tried again at the next tick, ``RETRY_SECONDS`` later.
+The sensor calls no Canvas. Every CANVAS_SEMESTER_SENSOR_INTERVAL_SECONDS it requests a run of
+``canvas_terms_sync``, which reads every institution's terms from Canvas into its ``terms``
+table. Each tick then reads those tables: every live term that the institution's Target
+Semesters admit becomes a partition of the institution's ``semester`` partitions and, unless its
+auto-import is off, gets its first backfill (``plan_auto_import`` decides). A backfill that died
+where even its failure could not be recorded is marked failed on the card.
 """
+
+from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 
-from canvas_assets.canvas import CanvasResource
-from canvas_assets.canvas.fetch import fetch_terms
 from canvas_assets.defs.jobs import Jobs
 from canvas_assets.defs.namespace import Namespace
 from canvas_assets.defs.reporting import imported_semesters
-from canvas_assets.settings import Settings, semester_matches
-from canvas_assets.tables import semester_key
+from canvas_assets.defs.resources import institution_resource
+from canvas_assets.institutions import semester_matches
+from canvas_assets.settings import Settings
 from canvas_assets.warehouse import WarehouseResource
-from canvas_assets.warehouse.reads import sync_status
+from canvas_assets.warehouse.reads import live_semesters, sync_status
 from canvas_assets.warehouse.status import mark_semesters_added, recover_interrupted_syncs
 
-RETRY_SECONDS = 30
+TICK_SECONDS = 15  # how often the warehouse's terms are looked at for new semesters
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -41,110 +44,118 @@ class AutoImportPlan:
 
 
 def plan_auto_import(
-    terms: Iterable[dict],
+    semesters: Iterable[str],
     existing_semesters: Iterable[str],
     target_semesters: tuple[str, ...],
     auto_import: bool,
 ) -> AutoImportPlan:
-    """Which terms become new partitions, and which of those get a first backfill."""
+    """Which live terms' semesters become new partitions, and which of those get a first
+    backfill."""
     existing = set(existing_semesters)
-    new: list[str] = []
-    for term in terms:
-        if term.get("workflow_state", "active") == "deleted":
-            continue
-        key = semester_key(term)
-        if key not in existing and key not in new and semester_matches(key, target_semesters):
-            new.append(key)
+    new = {s for s in semesters if s not in existing and semester_matches(s, target_semesters)}
     new_keys = tuple(sorted(new))
     return AutoImportPlan(new_keys, new_keys if auto_import else ())
 
 
-def auto_import_requests(plan: AutoImportPlan, jobs: Jobs) -> list[dg.RunRequest]:
-    """A first backfill per new semester, and a terms refresh that lists them."""
-    requests = [
-        dg.RunRequest(run_key=f"auto-import:{key}", partition_key=key, job_name=jobs.semester.name)
-        for key in plan.backfill_semesters
-    ]
-    joined = ",".join(plan.new_semesters)
-    requests.append(dg.RunRequest(run_key=f"terms-for:{joined}", job_name=jobs.terms.name))
-    return requests
-
-
-def seconds_until_due(cursor: str | None, interval: int, now: float) -> float:
-    """0 when Canvas should be asked now: never asked, or the last successful look is
-    ``interval`` seconds old. A failed look leaves the cursor as it was, so it is due again."""
-    if not cursor:
-        return 0.0
-    return max(0.0, json.loads(cursor).get("looked_at", 0.0) + interval - now)
+def terms_refresh_due(cursor: dict, interval: int, now: float) -> bool:
+    """True when the last terms refresh was requested ``interval`` seconds ago (or never)."""
+    return now - cursor.get("terms_requested_at", 0.0) >= interval
 
 
 def recover_abandoned_syncs(
-    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, jobs: Jobs
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, namespace: Namespace
 ) -> list[str]:
     """Card rows stuck at ``syncing`` with no backfill run in flight (the run died where even
     its failure could not be recorded, e.g. PostgreSQL was down) are marked failed."""
     runs = context.instance.get_runs(
-        filters=dg.RunsFilter(job_name=jobs.semester.name, statuses=IN_FLIGHT)
+        filters=dg.RunsFilter(job_name=namespace.semester_job, statuses=IN_FLIGHT)
     )
     running = {run.tags.get("dagster/partition") for run in runs} - {None}
     with warehouse.connect() as conn:
         recovered = recover_interrupted_syncs(conn, warehouse.table_schema(), running)
     if recovered:
-        context.log.warning(f"Marked failed (interrupted, no run in flight): {recovered}")
+        context.log.warning(
+            f"{namespace.label}: marked failed (interrupted, no run in flight): {recovered}"
+        )
     return recovered
 
 
-def build_semester_auto_import_sensor(settings: Settings, jobs: Jobs) -> dg.SensorDefinition:
-    namespace = Namespace.of(settings)
+@dataclass
+class _Found:
+    """What one tick found for one institution."""
+
+    requests: list[dg.RunRequest]
+    partitions: dg.AddDynamicPartitionsRequest | None
+    card: dg.AssetMaterialization | None
+    line: str | None
+
+
+def _institution(context: dg.SensorEvaluationContext, namespace: Namespace) -> _Found:
+    warehouse = institution_resource(context.resources, namespace, "warehouse")
+    recover_abandoned_syncs(context, warehouse, namespace)
+    existing = context.instance.get_dynamic_partitions(namespace.partitions.name)
+    institution = namespace.institution
+    with warehouse.connect() as conn:
+        schema = warehouse.table_schema()
+        plan = plan_auto_import(
+            live_semesters(conn, schema), existing, institution.target_semesters,
+            institution.auto_import,
+        )  # fmt: skip
+        if not plan.new_semesters:
+            return _Found([], None, None, None)
+        mark_semesters_added(conn, schema, plan.new_semesters)
+        card = imported_semesters(namespace.key("imported_semesters"), sync_status(conn, schema))
+    requests = [
+        dg.RunRequest(
+            run_key=f"auto-import:{namespace.label}:{key}",
+            partition_key=key,
+            job_name=namespace.semester_job,
+        )
+        for key in plan.backfill_semesters
+    ]
+    backfilling = ", ".join(plan.backfill_semesters) or "none (auto import is off)"
+    line = f"{namespace.label}: added {', '.join(plan.new_semesters)}; backfilling {backfilling}"
+    add = namespace.partitions.build_add_request(list(plan.new_semesters))
+    return _Found(requests, add, card, line)
+
+
+def build_semester_auto_import_sensor(
+    settings: Settings, namespaces: Sequence[Namespace], jobs: Jobs
+) -> dg.SensorDefinition:
     interval = settings.semester_sensor_interval_seconds
+    keys = {namespace.resource_key("warehouse") for namespace in namespaces}
 
     @dg.sensor(
         name="semester_auto_import",
-        description="Adds a semester partition for every new Canvas term matching "
-        "CANVAS_TARGET_SEMESTERS and, unless CANVAS_AUTO_IMPORT_SEMESTERS=false, backfills it. "
-        f"Looks at Canvas every {interval} s (CANVAS_SEMESTER_SENSOR_INTERVAL_SECONDS); a failed "
-        f"look is retried after {RETRY_SECONDS} s.",
-        minimum_interval_seconds=min(RETRY_SECONDS, interval),
+        description="Adds a semester partition for every new Canvas term matching the "
+        "institution's Target Semesters (CANVAS_TARGET_SEMESTERS) and, unless its auto import "
+        "is off (CANVAS_AUTO_IMPORT_SEMESTERS=false), backfills it. Requests a terms refresh "
+        f"every {interval} s (CANVAS_SEMESTER_SENSOR_INTERVAL_SECONDS) and reads the terms "
+        "from the warehouse: it calls no Canvas itself.",
+        minimum_interval_seconds=min(TICK_SECONDS, interval),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        jobs=[jobs.semester, jobs.terms],
+        required_resource_keys=keys,
+        jobs=[jobs.terms, *jobs.semesters.values()],
     )
     def semester_auto_import(
-        context: dg.SensorEvaluationContext,
-        canvas: CanvasResource,
-        warehouse: WarehouseResource,
-    ) -> dg.SensorResult | dg.SkipReason:
-        recover_abandoned_syncs(context, warehouse, jobs)
-        now = time.time()
-        wait = seconds_until_due(context.cursor, interval, now)
-        if wait > 0:
-            return dg.SkipReason(f"Next look at Canvas terms in {wait:.0f} s.")
-        with canvas.session(context.log) as session:
-            terms = fetch_terms(session)  # a failure fails the tick, named; retried next tick
-        cursor = json.dumps({"looked_at": now})
-        existing = context.instance.get_dynamic_partitions(namespace.partitions.name)
-        plan = plan_auto_import(
-            terms, existing, settings.target_semesters, settings.auto_import_semesters
-        )
-        if not plan.new_semesters:
-            return dg.SensorResult(
-                skip_reason=f"No new semesters among {len(terms)} Canvas terms.", cursor=cursor
-            )
-        with warehouse.connect() as conn:
-            mark_semesters_added(conn, warehouse.table_schema(), plan.new_semesters)
-            card = imported_semesters(
-                namespace.key("imported_semesters"), sync_status(conn, warehouse.table_schema())
-            )
-        context.log.info(
-            f"Added semesters {', '.join(plan.new_semesters)}; backfilling "
-            f"{', '.join(plan.backfill_semesters) or 'none (CANVAS_AUTO_IMPORT_SEMESTERS=false)'}."
-        )
+        context: dg.SensorEvaluationContext, **_resources: object
+    ) -> dg.SensorResult:
+        cursor, now = json.loads(context.cursor or "{}"), time.time()
+        requests: list[dg.RunRequest] = []
+        if terms_refresh_due(cursor, interval, now):
+            run_key = f"terms:{int(now // interval)}"
+            requests.append(dg.RunRequest(run_key=run_key, job_name=jobs.terms.name))
+            cursor["terms_requested_at"] = now
+        found = [_institution(context, namespace) for namespace in namespaces]
+        lines = [f.line for f in found if f.line]
+        for line in lines:
+            context.log.info(line)
         return dg.SensorResult(
-            run_requests=auto_import_requests(plan, jobs),
-            dynamic_partitions_requests=[
-                namespace.partitions.build_add_request(list(plan.new_semesters))
-            ],
-            asset_events=[card],
-            cursor=cursor,
+            run_requests=requests + [r for f in found for r in f.requests],
+            dynamic_partitions_requests=[f.partitions for f in found if f.partitions],
+            asset_events=[f.card for f in found if f.card],
+            cursor=json.dumps(cursor),
+            skip_reason=None if requests or lines else "No new semesters in the terms tables.",
         )
 
     return semester_auto_import

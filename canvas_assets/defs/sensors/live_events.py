@@ -1,240 +1,297 @@
-"""``canvas_live_events``: land SQS messages, route them, request one apply run per semester.
+"""The Live Events sensors: one per queue (the shared queue, and any institution's own queue).
 
-The tick is thin: ``poll_queue`` and ``route_pending`` (in ``live_events``) do the work, and
-``live_event_run_requests`` decides which apply runs to request (retries included).
+A tick does bounded, quick work and calls no Canvas: it receives from SQS for a few seconds,
+lands each message in its institution's schema (a shared queue routes by root account uuid; a
+message of no declared institution is quarantined in the shared schema and replayed once the
+institution is declared), deletes what it stored, reports each institution's stream health and
+decides which apply runs to request (``plan_runs``). Canvas look-ups and applying happen in the
+runs (``defs/apply.py``), which never wait for events that may come.
 """
 
+from __future__ import annotations
+
+import hashlib
 import json
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import psycopg
 
-from canvas_assets.canvas import CanvasResource
 from canvas_assets.defs.apply import APPLY_JOB
-from canvas_assets.defs.checks import stream_evaluations
+from canvas_assets.defs.checks import shared_queue_evaluations, stream_evaluations
 from canvas_assets.defs.namespace import Namespace
+from canvas_assets.defs.resources import SHARED_QUEUE, SHARED_WAREHOUSE, institution_resource
+from canvas_assets.live_events import store
 from canvas_assets.live_events.health import stream_health
+from canvas_assets.live_events.land import Destinations, land_messages
 from canvas_assets.live_events.poll import PollResult, poll_queue
-from canvas_assets.live_events.route import RouteResult, route_pending
-from canvas_assets.live_events.sqs import SQSQueueResource
-from canvas_assets.live_events.store import pending_semesters
-from canvas_assets.settings import Settings
-from canvas_assets.warehouse import WarehouseResource
+from canvas_assets.settings import QUEUE_URL_ENV, Settings
 
-ROUTING_DEADLINE_SECONDS = 35.0  # no routing look-up starts later; each fails within seconds
 HEALTH_EVERY_SECONDS = 300.0  # stream checks are reported this often, or when one changes
-RETRY_FIRST_DELAY_SECONDS = 30.0
-RETRY_MAX_DELAY_SECONDS = 1800.0
-APPLY_MAX_RUNTIME_SECONDS = 3600  # run monitoring ends an apply run that hangs longer
-# An unfinished run older than this (a worker that died without run monitoring noticing) no
-# longer holds back its semester's applies.
-IN_FLIGHT_GIVE_UP_SECONDS = 2 * APPLY_MAX_RUNTIME_SECONDS
+# A failing institution, or work that no new event follows, is tried again once per window.
+RETRY_WINDOW_SECONDS = 300
+APPLY_MAX_RUNTIME_SECONDS = 900  # run monitoring ends an apply run that hangs longer
+SHARED_CURSOR = "_shared_queue"  # the shared queue's checks in the cursor (labels are names)
+STRAYS_PER_TICK = 500  # quarantined messages of newly declared institutions replayed per tick
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 @dataclass(frozen=True)
-class ApplyRun:
-    """What the sensor needs to know of an earlier Live Events apply run of a semester."""
+class QueueFollowed:
+    """A queue and the institutions whose messages it carries: the shared queue (routing by
+    root account uuid, strays kept in the shared schema) or one institution's own."""
 
-    run_key: str
-    finished: bool
-    failed: bool
-    end_time: float | None = None
-    created_at: float | None = None
+    sensor_name: str
+    queue_key: str  # the SQS resource
+    namespaces: tuple[Namespace, ...]
+    shared_schema_key: str | None = None  # the shared schema's warehouse, for strays
 
-
-def _retry_number(run_key: str, base: str) -> int:
-    """0 for ``base`` itself, n for ``base:retry-n``, -1 for another batch's run."""
-    if run_key == base:
-        return 0
-    prefix = f"{base}:retry-"
-    if run_key.startswith(prefix) and run_key[len(prefix) :].isdigit():
-        return int(run_key[len(prefix) :])
-    return -1
-
-
-def retry_delay(attempts: int) -> float:
-    """Seconds to wait after the ``attempts``-th failed apply before trying again."""
-    return min(RETRY_FIRST_DELAY_SECONDS * 2 ** max(attempts - 1, 0), RETRY_MAX_DELAY_SECONDS)
-
-
-def _apply_run_key(semester: str, seq: int, runs: list[ApplyRun], now: float) -> str | None:
-    """The run key for applying ``semester`` up to event ``seq``, or None to wait.
-
-    Dagster never reuses a run key, so when the run for these events failed (Canvas down, a
-    validation failure, a killed worker) a retry gets its own key, after a growing delay. No
-    run while one for the semester is in flight, so two applies of one semester never overlap.
-    """
-    if any(
-        not run.finished and now - (run.created_at or now) < IN_FLIGHT_GIVE_UP_SECONDS
-        for run in runs
-    ):
-        return None
-    base = f"live-events:{semester}:{seq}"
-    attempts = [(n, r) for r in runs if (n := _retry_number(r.run_key, base)) >= 0]
-    if not attempts:
-        return base
-    # Numbered from the highest used, never reused: Dagster skips a used run key.
-    number, last = max(attempts, key=lambda pair: pair[0])
-    if last.failed and now < (last.end_time or 0.0) + retry_delay(number + 1):
-        return None
-    return f"{base}:retry-{number + 1}"
-
-
-def apply_run_config(settings: Settings) -> dict:
-    """Run config of an apply run: keep applying for the configured window."""
-    return {
-        "ops": {
-            "apply_live_events": {
-                "config": {"window_seconds": settings.apply_run_window_seconds, "idle_seconds": 60}
-            }
+    def destinations(self, schemas: dict[str, str], stray_schema: str | None) -> Destinations:
+        """Where its messages land: ``schemas`` by institution label (its warehouse's schema);
+        ``stray_schema`` is the shared schema (None for a queue of one institution's own, or
+        the single institution's)."""
+        if stray_schema is None:
+            return Destinations.one_institution(schemas[self.namespaces[0].label])
+        by_uuid = {
+            n.institution.root_account_uuid: schemas[n.label]
+            for n in self.namespaces
+            if n.institution.root_account_uuid
         }
-    }
+        return Destinations(by_uuid=by_uuid, stray=stray_schema)
 
 
-def live_event_run_requests(
-    settings: Settings,
-    pending: dict[str, int],
-    recent_runs: dict[str, list[ApplyRun]],
-    now: float,
-) -> list[dg.RunRequest]:
-    """One apply run per semester with pending events; its key names the newest pending event,
-    so a tick that finds the same events does not launch a second run. ``recent_runs`` lists
-    each semester's earlier apply runs, newest first."""
-    namespace = Namespace.of(settings)
-    requests = []
-    for semester, seq in sorted(pending.items()):
-        run_key = _apply_run_key(semester, seq, recent_runs.get(semester, []), now)
-        if run_key is None:
-            continue
-        requests.append(
-            dg.RunRequest(
-                run_key=run_key,
-                partition_key=semester,
-                job_name=APPLY_JOB,
-                run_config=apply_run_config(settings),
-                tags={
-                    **namespace.apply_tag(semester),
-                    "dagster/max_runtime": str(APPLY_MAX_RUNTIME_SECONDS),
-                },
-            )
-        )
-    return requests
+@dataclass(frozen=True)
+class InstitutionWork:
+    """What a tick knows of an institution: its newest event a run can act on (None: nothing
+    to do) and whether its last apply pass failed (with what error)."""
+
+    label: str
+    newest: int | None
+    failing: bool
+    error: str | None = None
 
 
-_FAILED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-_FINISHED = _FAILED | {dg.DagsterRunStatus.SUCCESS}
+@dataclass
+class RunPlan:
+    requests: list[dg.RunRequest] = field(default_factory=list)
+    requested: list[str] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)
+    failing: list[str] = field(default_factory=list)  # "label (its last error)", kept apart
 
 
-def recent_apply_runs(
-    instance: dg.DagsterInstance, semesters: Iterable[str], settings: Settings
-) -> dict[str, list[ApplyRun]]:
-    """Each semester's latest Live Events apply runs, newest first, as ``ApplyRun``s."""
-    namespace = Namespace.of(settings)
-    found: dict[str, list[ApplyRun]] = {}
-    for semester in semesters:
-        records = instance.get_run_records(
-            filters=dg.RunsFilter(tags=namespace.apply_tag(semester)), limit=20
-        )
-        found[semester] = [
-            ApplyRun(
-                run_key=record.dagster_run.tags.get("dagster/run_key", ""),
-                finished=record.dagster_run.status in _FINISHED,
-                failed=record.dagster_run.status in _FAILED,
-                end_time=record.end_time,
-                created_at=record.create_timestamp.timestamp(),
-            )
-            for record in records
-        ]
-    return found
+def _apply_request(run_key: str, labels: list[str], retries: int) -> dg.RunRequest:
+    tags = {"dagster/max_runtime": str(APPLY_MAX_RUNTIME_SECONDS)}
+    if retries:
+        tags["dagster/max_retries"] = str(retries)
+    return dg.RunRequest(
+        run_key=run_key,
+        job_name=APPLY_JOB,
+        run_config={"ops": {"apply_live_events": {"config": {"institutions": labels}}}},
+        tags=tags,
+    )
 
 
-def tick_message(
-    polled: PollResult, routed: RouteResult, requested: list[str], waiting: list[str]
-) -> str:
-    """What one tick did, in a line: the tick's message in the UI and its log."""
-    runs = [f"requested {', '.join(requested)}"] if requested else []
-    if waiting:
-        runs.append(f"{', '.join(waiting)} applied by an open run (or retried later)")
-    return f"{polled.summary()}; {routed.summary()}; {'; '.join(runs) or 'nothing to apply'}."
+def plan_runs(work: Sequence[InstitutionWork], in_flight: set[str], now: float) -> RunPlan:
+    """Which apply runs to request: one for the healthy institutions with work that no run is
+    applying, and one of its own for each failing institution (so it never fails theirs). Run
+    keys name the newest events and the retry window, so Dagster requests each at most once
+    per new event or window."""
+    plan = RunPlan(in_flight=sorted(w.label for w in work if w.newest and w.label in in_flight))
+    window = int(now // RETRY_WINDOW_SECONDS)
+    ready = [w for w in work if w.newest is not None and w.label not in in_flight]
+    healthy = sorted((w for w in ready if not w.failing), key=lambda w: w.label)
+    if healthy:
+        seen = ",".join(f"{w.label}={w.newest}" for w in healthy)
+        digest = hashlib.sha1(seen.encode()).hexdigest()[:16]
+        labels = [w.label for w in healthy]
+        plan.requests.append(_apply_request(f"live-events:{digest}:{window}", labels, retries=2))
+        plan.requested += labels
+    for failing in sorted((w for w in ready if w.failing), key=lambda w: w.label):
+        key = f"live-events:{failing.label}:{failing.newest}:{window}"
+        plan.requests.append(_apply_request(key, [failing.label], retries=0))
+        plan.requested.append(failing.label)
+        plan.failing.append(f"{failing.label} ({failing.error or 'failed'})")
+    return plan
 
 
-def health_due(cursor: str | None, outcomes: list[bool], now: float) -> bool:
-    """Report the stream checks when one changed, or every HEALTH_EVERY_SECONDS."""
-    if not cursor:
+def institutions_in_flight(instance: dg.DagsterInstance) -> set[str]:
+    """Institutions an apply run is queued for or applying now."""
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=APPLY_JOB, statuses=IN_FLIGHT))
+    labels: set[str] = set()
+    for run in runs:
+        config = run.run_config.get("ops", {}).get("apply_live_events", {}).get("config", {})
+        labels.update(config.get("institutions", []))
+    return labels
+
+
+def health_due(last: dict | None, outcomes: list[bool], now: float) -> bool:
+    """Report an institution's stream checks when one changed, or every HEALTH_EVERY_SECONDS."""
+    if not last:
         return True
-    last = json.loads(cursor)
     return last.get("outcomes") != outcomes or now - last.get("at", 0) >= HEALTH_EVERY_SECONDS
 
 
-def _land_and_route(context, sqs, warehouse, canvas, settings, namespace):
-    """Poll the queue, route what landed; returns the tick's results and pending semesters."""
-    schema = warehouse.table_schema()
-    deadline = time.monotonic() + ROUTING_DEADLINE_SECONDS
-    # Routing's look-ups must fit in the tick: short timeouts, one retry.
-    fail_fast = {"timeout_seconds": 5, "max_retries": 1, "max_throttle_retries": 1}
-    with warehouse.connect() as conn, canvas.session(context.log, **fail_fast) as session:
-        polled = poll_queue(sqs, sqs.client(), conn, schema)
+def tick_message(polled: PollResult, replayed: int, plan: RunPlan) -> str:
+    """What one tick did, in a line: the tick's message in the UI and its log."""
+    text = polled.summary()
+    if replayed:
+        text += f"; replayed {replayed} quarantined messages of newly declared institutions"
+    if plan.requested:
+        text += f"; requested an apply of {', '.join(plan.requested)}"
+    if plan.in_flight:
+        text += f"; {', '.join(plan.in_flight)} being applied"
+    if plan.failing:
+        text += f"; failing, so in runs of their own: {', '.join(plan.failing)}"
+    if not plan.requested and not plan.in_flight:
+        text += "; nothing to apply"
+    return text + "."
+
+
+@dataclass
+class _Tick:
+    """One tick's state while it runs; ``schemas`` are the institutions' (by label)."""
+
+    context: dg.SensorEvaluationContext
+    settings: Settings
+    followed: QueueFollowed
+    cursor: dict = field(default_factory=dict)
+    events: list = field(default_factory=list)
+    schemas: dict[str, str] = field(default_factory=dict)
+
+
+def _replay_strays(conn: psycopg.Connection, destinations: Destinations) -> int:
+    """Land the quarantined messages of institutions declared since (once each)."""
+    shared, uuids = destinations.stray, list(destinations.by_uuid)
+    strays = store.strays_of(conn, shared, uuids, STRAYS_PER_TICK) if shared and uuids else []
+    if not strays:
+        return 0
+    land_messages(conn, destinations, [(s.message_id, s.raw) for s in strays])
+    store.mark_replayed(conn, shared, [s.id for s in strays])
+    return len(strays)
+
+
+def _institution_work(
+    tick: _Tick, conn: psycopg.Connection, namespace: Namespace, now: datetime
+) -> InstitutionWork:
+    """An institution's stream checks (when due) and what a run could do for it."""
+    schema = tick.schemas[namespace.label]
+    health = stream_health(conn, schema, now)
+    checks = stream_evaluations(namespace, tick.settings, health)
+    outcomes = [check.passed for check in checks]
+    label = namespace.label
+    if health_due(tick.cursor.get(label), outcomes, time.time()):
+        tick.events += checks
+        tick.cursor[label] = {"outcomes": outcomes, "at": time.time()}
+    partitions = set(tick.context.instance.get_dynamic_partitions(namespace.partitions.name))
+    newest = store.newest_actionable(conn, schema, partitions)
+    state = store.apply_state(conn, schema)
+    return InstitutionWork(label, newest, state.consecutive_failures > 0, state.last_error)
+
+
+def _shared_queue_health(tick: _Tick, conn: psycopg.Connection, stray: str, now: datetime) -> None:
+    """The shared queue's checks, when one changed or every HEALTH_EVERY_SECONDS."""
+    unknown = store.unknown_institutions(conn, stray)
+    recent = store.quarantined_since(conn, stray, now - timedelta(hours=1))
+    checks = shared_queue_evaluations(unknown, recent)
+    outcomes = [check.passed for check in checks]
+    if health_due(tick.cursor.get(SHARED_CURSOR), outcomes, time.time()):
+        tick.events += checks
+        tick.cursor[SHARED_CURSOR] = {"outcomes": outcomes, "at": time.time()}
+
+
+def _materializations(tick: _Tick, polled: PollResult) -> None:
+    """``live_events`` of each institution the tick stored messages for."""
+    for namespace in tick.followed.namespaces:
+        stored = polled.stored_by_schema.get(tick.schemas[namespace.label], 0)
+        if stored:
+            metadata = {"messages_stored": stored, **polled.as_dict()}
+            key = namespace.key("live_events")
+            tick.events.append(dg.AssetMaterialization(key, metadata=metadata))
+
+
+def _land_and_plan(tick: _Tick, sqs, shared_warehouse) -> tuple[PollResult, int, RunPlan]:
+    followed, resources = tick.followed, tick.context.resources
+    warehouses = [institution_resource(resources, n, "warehouse") for n in followed.namespaces]
+    for namespace, warehouse in zip(followed.namespaces, warehouses, strict=True):
+        warehouse.migrate_once()  # the landing connection writes into each schema
+        tick.schemas[namespace.label] = warehouse.table_schema()
+    landing = shared_warehouse or warehouses[0]
+    stray = shared_warehouse.table_schema() if shared_warehouse is not None else None
+    destinations = followed.destinations(tick.schemas, stray)
+    with landing.connect() as conn:
+        replayed = _replay_strays(conn, destinations)
+        polled = poll_queue(sqs, sqs.client(), conn, destinations)
         if polled.warehouse_error:  # the connection is gone: the next tick starts afresh
-            return polled, RouteResult(), {}, None
-        try:
-            routed = route_pending(
-                conn, schema, session, settings.target_semesters, deadline=deadline
-            )
-        except Exception:
-            # Landed events are safe; routing is retried next tick. Apply runs for events
-            # routed earlier must still be requested.
-            context.log.exception("Routing landed Live Events failed; retrying next tick.")
-            routed = RouteResult()
-        partitions = set(context.instance.get_dynamic_partitions(namespace.partitions.name))
-        pending = pending_semesters(conn, schema, partitions)
-        health = stream_health(conn, schema, datetime.now(UTC))
-    return polled, routed, pending, health
+            return polled, replayed, RunPlan()
+        now = datetime.now(UTC)
+        work = [_institution_work(tick, conn, n, now) for n in followed.namespaces]
+        if stray is not None:
+            _shared_queue_health(tick, conn, stray, now)
+    plan = plan_runs(work, institutions_in_flight(tick.context.instance), time.time())
+    return polled, replayed, plan
 
 
-def build_live_events_sensor(settings: Settings) -> dg.SensorDefinition:
-    namespace = Namespace.of(settings)
+def build_live_events_sensor(settings: Settings, followed: QueueFollowed) -> dg.SensorDefinition:
+    keys = {followed.queue_key} | {n.resource_key("warehouse") for n in followed.namespaces}
+    if followed.shared_schema_key:
+        keys.add(followed.shared_schema_key)
+    served = ", ".join(n.label for n in followed.namespaces)
 
     @dg.sensor(
-        name="canvas_live_events",
-        description="Lands Canvas Live Events from CANVAS_LIVE_EVENTS_QUEUE_URL into PostgreSQL, "
-        "deletes them from SQS once stored, routes them to semesters, requests an apply run per "
-        "affected semester, and reports the stream's health checks.",
+        name=followed.sensor_name,
+        description=f"Lands Canvas Live Events of {served} from its SQS queue into PostgreSQL, "
+        "deletes them from SQS once stored, reports the stream's health checks, and requests "
+        "short apply runs for the institutions with events to apply. It calls no Canvas.",
         minimum_interval_seconds=settings.live_events_sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         job_name=APPLY_JOB,
+        required_resource_keys=keys,
     )
     def canvas_live_events(
-        context: dg.SensorEvaluationContext,
-        sqs: SQSQueueResource,
-        warehouse: WarehouseResource,
-        canvas: CanvasResource,
+        context: dg.SensorEvaluationContext, **_resources: object
     ) -> dg.SensorResult | dg.SkipReason:
+        sqs = getattr(context.resources, followed.queue_key)
         if not sqs.queue_url:
-            return dg.SkipReason("CANVAS_LIVE_EVENTS_QUEUE_URL is not set: no queue to follow.")
-        polled, routed, pending, health = _land_and_route(
-            context, sqs, warehouse, canvas, settings, namespace
-        )
-        recent = recent_apply_runs(context.instance, pending, settings)
-        runs = live_event_run_requests(settings, pending, recent, time.time())
-        requested = [r.partition_key or "" for r in runs]
-        waiting = sorted(set(pending) - set(requested))
-        message = tick_message(polled, routed, requested, waiting)
+            return dg.SkipReason(f"{QUEUE_URL_ENV} is not set: no queue to follow.")
+        key = followed.shared_schema_key
+        shared = getattr(context.resources, key) if key else None
+        tick = _Tick(context, settings, followed, json.loads(context.cursor or "{}"))
+        polled, replayed, plan = _land_and_plan(tick, sqs, shared)
+        _materializations(tick, polled)
+        message = tick_message(polled, replayed, plan)
         context.log.info(message)
-        events: list = []
-        if polled.received:
-            metadata = {**polled.as_dict(), **routed.as_dict()}
-            events.append(dg.AssetMaterialization(namespace.key("live_events"), metadata=metadata))
-        checks = stream_evaluations(namespace, settings, health) if health else []
-        outcomes = [check.passed for check in checks]
-        cursor = context.cursor
-        if checks and health_due(context.cursor, outcomes, time.time()):
-            events += checks
-            cursor = json.dumps({"outcomes": outcomes, "at": time.time()})
-        if runs:
-            return dg.SensorResult(run_requests=runs, asset_events=events, cursor=cursor)
-        return dg.SensorResult(skip_reason=message, asset_events=events, cursor=cursor)
+        cursor = json.dumps(tick.cursor)
+        result = {"asset_events": tick.events, "cursor": cursor}
+        if plan.requests:
+            return dg.SensorResult(run_requests=plan.requests, **result)
+        return dg.SensorResult(skip_reason=message, **result)
 
     return canvas_live_events
+
+
+def queues_followed(settings: Settings, namespaces: Sequence[Namespace]) -> list[QueueFollowed]:
+    """The shared queue (for the institutions without a queue of their own) and each own queue."""
+    followed = []
+    shared = tuple(n for n in namespaces if not n.institution.queue_url)
+    if shared:
+        key = SHARED_WAREHOUSE if settings.institutions_file is not None else None
+        followed.append(QueueFollowed("canvas_live_events", SHARED_QUEUE, shared, key))
+    for namespace in namespaces:
+        if namespace.institution.queue_url:
+            followed.append(
+                QueueFollowed(
+                    namespace.suffixed("canvas_live_events"),
+                    namespace.resource_key("sqs"),
+                    (namespace,),
+                )
+            )
+    return followed
