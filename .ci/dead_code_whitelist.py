@@ -15,6 +15,8 @@ from canvas_sandbox.model import Floor
 definitions.defs  # Dagster's code location: [tool.dg.project] in pyproject.toml
 jobs.UnresolvedAssetJobDefinition  # the Jobs record's field annotations
 Settings.model_config  # pydantic
+Settings.canvas_base_url  # validated at load only (the value reaches resources as dg.EnvVar)
+Settings.live_events_queue_url
 server._KeepAliveServer.error_log  # cheroot calls it
 server._QuietHandler.log_request  # werkzeug calls it
 commands.add_dev_command  # entry points in local/pyproject.toml

@@ -196,7 +196,8 @@ def _measure(dev: psutil.Process, window: float) -> dict:
             role: statistics.median(s[role] for s in idle)
             for role in ("code server", "webserver", "daemon")
         },
-        "runs_rss_peak_mb": max(s["runs"] for s in samples),
+        # None when no sample caught a run in flight (runs last seconds; samples are 5 s apart).
+        "runs_rss_peak_mb": max((s["runs"] for s in samples if s["run_count"]), default=None),
         "runs_in_flight_peak": max(s["run_count"] for s in samples),
         "sandbox_process_rss_mb": statistics.median(
             s["sandbox, moto, change drivers"] for s in samples
@@ -214,7 +215,7 @@ def one_size(count: int, window: float, workdir: Path, db_url: str) -> dict:
     names = [f"i{n:02d}" for n in range(1, count + 1)]
     dagster_db = f"dagster_{uuid.uuid4().hex[:8]}"
     ensure_database(db_url, dagster_db)
-    dagster_url = db_url.rsplit("/", 1)[0] + f"/{dagster_db}"
+    dagster_url = db_url.replace("/bench", f"/{dagster_db}", 1)
     home = workdir / f"home-{count}"
     env = {
         key: value

@@ -58,10 +58,10 @@ _PATTERN = re.compile(rf"^(?:[{_KEY_CHARS}*?]|\[!?[{_KEY_CHARS}]+\])+$")
 
 
 def validate_schema_name(schema: str) -> str:
-    """The schema name, if it is a plain PostgreSQL identifier; else a SettingError naming
-    CANVAS_WAREHOUSE_SCHEMA (also the rule of an institution's ``schema``)."""
+    """The schema name, if it is a plain PostgreSQL identifier; else a ValueError saying the
+    rule (whoever reads the setting names it: CANVAS_WAREHOUSE_SCHEMA, an entry's ``schema``)."""
     if not _IDENTIFIER.match(schema):
-        raise SettingError(f"CANVAS_WAREHOUSE_SCHEMA {_IDENTIFIER_RULE}, got {schema!r}.")
+        raise ValueError(f"{_IDENTIFIER_RULE}, got {schema!r}")
     return schema
 
 
@@ -99,6 +99,15 @@ def _env_name(value: str) -> str:
     return value
 
 
+_ACCOUNT = re.compile(r"^(self|\d+|sis_account_id:\S+)$")
+
+
+def _account_id(value: str) -> str:
+    if not _ACCOUNT.match(value.strip()):
+        raise ValueError("must be self, a Canvas account id, or sis_account_id:<id>")
+    return value.strip()
+
+
 def _base_url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://, e.g. https://school.instructure.com")
@@ -109,6 +118,7 @@ SemesterPatterns = Annotated[
     tuple[Annotated[str, AfterValidator(_semester_pattern)], ...], BeforeValidator(_comma_list)
 ]
 InstitutionName = Annotated[str, AfterValidator(_institution_name)]
+AccountId = Annotated[str, AfterValidator(_account_id)]
 SchemaName = Annotated[str, AfterValidator(validate_schema_name)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
@@ -127,7 +137,7 @@ class Institution(BaseModel):
 
     name: InstitutionName | None = None
     base_url: BaseUrl | None = None
-    account_id: str = Field(DEFAULT_ACCOUNT_ID, min_length=1)
+    account_id: AccountId = DEFAULT_ACCOUNT_ID
     root_account_uuid: str | None = Field(None, min_length=1)
     token_env: EnvName = CANVAS_API_TOKEN_ENV
     target_semesters: SemesterPatterns = ()

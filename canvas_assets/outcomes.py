@@ -1,4 +1,5 @@
-"""How a step reports what it did: named counts that add up, and an error in one line.
+"""How a step reports what it did: named counts that add up, an error in one line, and a URL
+shown without its password.
 
 Every step that counts (a Canvas session, a write, a poll of the queue, routing, an apply, a
 replay) declares its figures as fields of a ``Counts`` dataclass; ``add`` and ``as_dict`` are
@@ -11,6 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, fields
 from typing import Self
+from urllib.parse import urlsplit, urlunsplit
 
 # One lock for every Counts: adding is a few attribute updates, so sharing costs nothing, and
 # counters filled from several threads (a Canvas session's requests) stay exact.
@@ -62,3 +64,12 @@ def first_line(exc: BaseException, *, with_type: bool = False) -> str:
     if with_type or not text:
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

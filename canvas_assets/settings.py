@@ -13,6 +13,7 @@ The institutions served are ``Settings.institutions``: the entries of CANVAS_INS
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -33,6 +34,8 @@ from canvas_assets.institutions import (
     DEFAULT_ACCOUNT_ID,
     DEFAULT_WAREHOUSE_SCHEMA,
     INSTITUTIONS_FILE_ENV,
+    AccountId,
+    BaseUrl,
     Institution,
     InstitutionName,
     SchemaName,
@@ -40,6 +43,7 @@ from canvas_assets.institutions import (
     SettingError,
     load_institutions,
 )
+from canvas_assets.outcomes import redact_url
 
 DEFAULT_STATE_DIR = ".canvas-assets"
 DEFAULT_SHARED_SCHEMA = "canvas_shared"
@@ -58,18 +62,55 @@ def _comma_list(value: object) -> object:
     return value
 
 
+# One cron field: *, a number or a range, each with an optional /step, comma-separated.
+_CRON_PART = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?$")
+_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+
+
 def _cron(value: str) -> str:
-    if len(value.split()) != 5:
-        raise ValueError("must be a 5-field cron expression like '0 3 * * *'")
-    return value.strip()
+    fields = value.split()
+    rule = "must be a 5-field cron expression like '0 3 * * *' (minute hour day month weekday)"
+    if len(fields) != 5:
+        raise ValueError(rule)
+    for field, (low, high) in zip(fields, _CRON_RANGES, strict=True):
+        for part in field.split(","):
+            if not _CRON_PART.match(part):
+                raise ValueError(rule)
+            numbers = [int(n) for n in re.findall(r"\d+", part.split("/")[0])]
+            if any(not low <= n <= high for n in numbers):
+                raise ValueError(f"{rule}; {part!r} is outside {low}-{high}")
+    return " ".join(fields)
+
+
+# Dagster's rule for an asset owner: an e-mail address or a team.
+_OWNER = re.compile(r"^(team:[A-Za-z0-9_.-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
+
+
+def _owners(value: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [owner for owner in value if not _OWNER.match(owner)]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not an owner: use an e-mail address or team:<name>")
+    return value
+
+
+def _queue_url(value: str) -> str:
+    if not value.startswith(("https://", "http://")):
+        raise ValueError("must be the queue's URL, e.g. https://sqs.us-east-1.amazonaws.com/1/q")
+    return value
 
 
 def _home(value: object) -> object:
-    return Path(value).expanduser().resolve() if isinstance(value, (str, Path)) else value
+    if not isinstance(value, (str, Path)):
+        return value
+    home = Path(value).expanduser().resolve()
+    if home.exists() and not home.is_dir():
+        raise ValueError("must be a folder (or not exist yet), not a file")
+    return home
 
 
-CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+Owners = Annotated[tuple[str, ...], BeforeValidator(_comma_list), AfterValidator(_owners)]
 Cron = Annotated[str, AfterValidator(_cron)]
+QueueUrl = Annotated[str, AfterValidator(_queue_url)]
 StateDir = Annotated[Path, BeforeValidator(_home)]
 
 
@@ -83,7 +124,7 @@ class Settings(BaseModel):
     # One deployment, many institutions: names this code location's assets, partitions, pool
     # and default schema so several can share one Dagster instance and one PostgreSQL.
     institution: InstitutionName | None = Field(None, alias="CANVAS_INSTITUTION")
-    account_id: str = Field(DEFAULT_ACCOUNT_ID, alias="CANVAS_ACCOUNT_ID", min_length=1)
+    account_id: AccountId = Field(DEFAULT_ACCOUNT_ID, alias="CANVAS_ACCOUNT_ID")
     max_concurrency: PositiveInt = Field(16, alias="CANVAS_MAX_CONCURRENCY")
     # Defaults to canvas, or canvas_<institution>.
     warehouse_schema: SchemaName = Field(DEFAULT_WAREHOUSE_SCHEMA, alias="CANVAS_WAREHOUSE_SCHEMA")
@@ -107,7 +148,7 @@ class Settings(BaseModel):
         300, alias="CANVAS_LIVE_EVENTS_MAX_LAG_SECONDS"
     )
     live_events_stall_seconds: PositiveInt = Field(3600, alias="CANVAS_LIVE_EVENTS_STALL_SECONDS")
-    asset_owners: CommaList = Field(("team:data-engineering",), alias="CANVAS_ASSET_OWNERS")
+    asset_owners: Owners = Field(("team:data-engineering",), alias="CANVAS_ASSET_OWNERS")
     # boto3 reads AWS_DEFAULT_REGION itself; AWS_REGION is the name AWS's other SDKs use.
     aws_region: str | None = Field(None, alias="AWS_REGION")
     # CI: `canvas-assets dev` exits once the Dagster UI answers.
@@ -115,6 +156,9 @@ class Settings(BaseModel):
     # Production sets false: with no CANVAS_WAREHOUSE_URL, fail instead of starting an embedded
     # PostgreSQL on the local disk of whatever machine runs the code.
     embedded_warehouse: bool = Field(True, alias="CANVAS_EMBEDDED_WAREHOUSE")
+    # Checked when set (the values themselves reach resources through dg.EnvVar).
+    canvas_base_url: BaseUrl | None = Field(None, alias=CANVAS_BASE_URL_ENV)
+    live_events_queue_url: QueueUrl | None = Field(None, alias=QUEUE_URL_ENV)
     # Whether each secret/service variable is set (its value stays with dg.EnvVar).
     canvas_configured: bool = False
     canvas_token_configured: bool = False
@@ -161,6 +205,7 @@ class Settings(BaseModel):
         values["canvas_token_configured"] = bool(env.get(CANVAS_API_TOKEN_ENV))
         values["warehouse_url_configured"] = bool(env.get(WAREHOUSE_URL_ENV))
         values["live_events_queue_configured"] = bool(env.get(QUEUE_URL_ENV))
+        _check_warehouse_url(env.get(WAREHOUSE_URL_ENV, "").strip())
         try:
             settings = cls.model_validate(values)
         except ValidationError as exc:
@@ -176,15 +221,20 @@ class Settings(BaseModel):
         return settings
 
 
+def _check_warehouse_url(url: str) -> None:
+    """The warehouse URL's form (a secret: only checked, never kept; shown without password)."""
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        raise SettingError(
+            f"{WAREHOUSE_URL_ENV} must be a postgresql:// URL, got {redact_url(url)!r}."
+        )
+
+
 def _describe(exc: ValidationError) -> str:
     """One line per bad variable: its name, what it must be, and the value given."""
     lines = []
     for error in exc.errors():
-        cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, SettingError):  # already names its variable and value
-            lines.append(str(cause))
-            continue
         name = str(error["loc"][0])  # the variable (a list's item index adds nothing)
         message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{name}: {message}; got {error.get('input')!r}.")
+        given = repr(error.get("input"))
+        lines.append(f"{name}: {message}" + ("." if given in message else f"; got {given}."))
     return " ".join(lines)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
+
 from canvas_assets.warehouse.embedded import ensure_database
 
 from .conftest import SANDBOX_TOKEN
@@ -31,3 +33,9 @@ def services_env(postgres_url: str, sandbox_url: str, queue, sqs_endpoint: str) 
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
+
+
+def dg_runs(dagster_url: str) -> dict[str, str]:
+    """Each run's status, by run id, read from the Dagster instance's own database."""
+    with psycopg.connect(dagster_url) as conn:
+        return dict(conn.execute("SELECT run_id, status FROM runs").fetchall())

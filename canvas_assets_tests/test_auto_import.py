@@ -12,6 +12,7 @@ from canvas_assets.defs.sensors.auto_import import (
     plan_auto_import,
 )
 from canvas_assets.settings import SettingError, Settings
+from canvas_assets.warehouse import WarehouseResource
 
 from .backfills import NAMESPACE, SETTINGS, terms
 from .truth import semester_of
@@ -182,3 +183,60 @@ def test_deleted_terms_never_become_semesters(db, warehouse) -> None:
     validated = TERMS_TABLE.model.validate(frame(TERMS_TABLE.model, rows))
     write_terms(db, warehouse.table_schema(), validated, datetime.now(UTC))
     assert live_semesters(db, warehouse.table_schema()) == ["2026FA"]
+
+
+def _tick(settings: Settings, instance, warehouse, cursor: str | None = None):
+    namespaces = [Namespace(settings.institutions[0])]
+    sensor = build_semester_auto_import_sensor(settings, namespaces, build_jobs(namespaces))
+    context = dg.build_sensor_context(
+        instance=instance, resources={"warehouse": warehouse}, cursor=cursor
+    )
+    return sensor(context)
+
+
+def _card_status(db, warehouse, semester: str) -> str:
+    query = sql.SQL("SELECT status FROM {}.semester_sync_status WHERE semester = %s").format(
+        sql.Identifier(warehouse.table_schema())
+    )
+    return db.execute(query, (semester,)).fetchone()[0]
+
+
+def test_a_semester_leaving_the_target_is_marked_and_re_synced_when_it_returns(
+    canvas, warehouse, db, institution, capfd
+) -> None:
+    """Without this, narrowing CANVAS_TARGET_SEMESTERS left imported semesters looking current
+    on the card while their Live Events were closed as out_of_target, and widening it again
+    left the gap they missed unfilled."""
+    real = sorted(semester_of(t) for t in institution.terms.values() if t["sis_term_id"])
+    first, other = real[0], real[1]
+
+    def targeting(semester: str) -> Settings:
+        return Settings(target_semesters=(semester,), semester_sensor_interval_seconds=3600)
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert dg.materialize(
+            [terms], resources={"canvas": canvas, "warehouse": warehouse}, instance=instance
+        ).success
+        added = _tick(targeting(first), instance, warehouse)
+        instance.add_dynamic_partitions("semester", [first])
+        left = _tick(targeting(other), instance, warehouse, added.cursor)
+        assert _card_status(db, warehouse, first) == "not targeted"
+        said = capfd.readouterr().err
+        assert f"canvas: {first} imported but outside Target Semesters now" in said
+        back = _tick(targeting(first), instance, warehouse, left.cursor)
+        assert _card_status(db, warehouse, first) == "added"
+        resync = [r for r in back.run_requests if r.partition_key == first]
+        assert len(resync) == 1 and resync[0].run_key.startswith("retarget-")
+
+
+def test_a_tick_that_cannot_reach_the_warehouse_says_so_in_one_line(tmp_path) -> None:
+    """Without this, an unreachable CANVAS_WAREHOUSE_URL filled the tick with a traceback wall
+    in which the setting to fix was buried."""
+    unreachable = WarehouseResource(url="postgresql://nobody:hunter2@127.0.0.1:1/x")
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = _tick(SETTINGS, instance, unreachable)
+    assert isinstance(result, dg.SkipReason)
+    message = result.skip_message
+    assert message.startswith("Not run: Cannot connect to the warehouse")
+    assert "CANVAS_WAREHOUSE_URL" in message and "hunter2" not in message
+    assert "\n" not in message

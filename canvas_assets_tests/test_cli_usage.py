@@ -1,13 +1,16 @@
 """The command line as users meet it: Dagster's own CLIs in the project folder, the dev stack's
 state-folder rule, and a sandbox that survives restarts."""
 
+import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from canvas_assets.commands import cli
 from canvas_devstack.local_pieces import load_institution, save_institution
 from canvas_sandbox import ChangeDriver, generate_institution
 
@@ -84,3 +87,25 @@ def test_the_sandbox_comes_back_as_the_last_session_left_it(tmp_path) -> None:
     assert restored.version == institution.version > 0
     fresh, was_saved = load_institution(path, "medium")  # another size: a new institution
     assert not was_saved and len(fresh.courses) > len(institution.courses)
+
+
+def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                yield from _commands(command)
+
+
+def test_every_command_and_option_says_what_it_does_and_its_default() -> None:
+    """Without this, `dev --help` and `sandbox --help` had no description and options such as
+    --size, --port, --token and --seed no help and no default."""
+    for command in _commands(cli.parser()):
+        assert command.description, f"{command.prog} has no description"
+        for action in command._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            where = f"{command.prog} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, f"{where} has no help"
+            if action.option_strings:
+                assert "default" in action.help % {"default": action.default}, where

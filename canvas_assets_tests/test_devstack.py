@@ -11,6 +11,9 @@ import time
 
 import psutil
 
+from canvas_assets.settings import Settings
+from canvas_assets.warehouse.status import mark_semesters_added
+from canvas_devstack.preflight import untargeted_semesters
 from canvas_devstack.processes import exclusive_lock, stop_process_group
 
 
@@ -86,3 +89,19 @@ def test_stopping_a_stuck_parent_also_stops_the_children_in_their_own_sessions()
     while psutil.pid_exists(child) and psutil.Process(child).status() != "zombie":
         assert time.monotonic() < deadline, "the child in its own session outlived its parent"
         time.sleep(0.1)
+
+
+def test_dev_says_at_start_which_imported_semesters_are_no_longer_targeted(
+    warehouse, db, postgres_url
+) -> None:
+    """Without this, a narrowed CANVAS_TARGET_SEMESTERS silently closed the Live Events of
+    semesters already imported, and nothing at start said so."""
+    mark_semesters_added(db, warehouse.table_schema(), ["2025FA", "2026SP", "2026FA"])
+    settings = Settings(
+        target_semesters=("2026F?",), CANVAS_WAREHOUSE_SCHEMA=warehouse.table_schema()
+    )
+    (line,) = untargeted_semesters(settings, postgres_url)
+    assert line.startswith("canvas: 2025FA, 2026SP imported but outside Target Semesters")
+    assert "CANVAS_TARGET_SEMESTERS" in line
+    everything = Settings(CANVAS_WAREHOUSE_SCHEMA=warehouse.table_schema())
+    assert untargeted_semesters(everything, postgres_url) == []

@@ -9,6 +9,7 @@ from psycopg import sql
 from canvas_assets.canvas import CanvasResource
 from canvas_assets.defs.checks import LAG_CHECK, QUARANTINE_CHECK, STALL_CHECK
 from canvas_assets.defs.sensors.live_events import build_live_events_sensor, queues_followed
+from canvas_assets.warehouse import WarehouseResource
 from canvas_sandbox import envelope, global_id, send_envelopes
 
 from .backfills import NAMESPACE, SETTINGS, real_semesters, terms
@@ -92,3 +93,52 @@ def test_a_rejected_token_fails_the_terms_run_by_name(sandbox, warehouse, instan
     assert not result.success
     failure = result.failure_data_for_node("canvas__terms")
     assert failure is not None and "CANVAS_API_TOKEN" in failure.error.message
+
+
+def test_a_live_events_tick_that_cannot_reach_the_warehouse_says_so_in_one_line(
+    instance, queue
+) -> None:
+    """Without this, each tick against an unreachable CANVAS_WAREHOUSE_URL logged a traceback
+    wall and the tick's message did not name the setting to fix."""
+    unreachable = WarehouseResource(url="postgresql://nobody:hunter2@127.0.0.1:1/x")
+    sensor = build_live_events_sensor(SETTINGS, FOLLOWED)
+    resources = {"warehouse": unreachable, "sqs": queue}
+    result = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert isinstance(result, dg.SkipReason)
+    assert result.skip_message.startswith("Not run: Cannot connect to the warehouse")
+    assert "CANVAS_WAREHOUSE_URL" in result.skip_message
+    assert "hunter2" not in result.skip_message and "\n" not in result.skip_message
+
+
+def test_the_lag_check_is_reported_when_the_events_waiting_are_applied(
+    institution, warehouse, db, instance, queue
+) -> None:
+    """Without this, the lag check showed "pending 4" for minutes after those events were
+    applied: checks were reported only when one passed or failed anew, or every 5 minutes."""
+    course = next(iter(expected_semester(institution, real_semesters(institution)[0])["courses"]))
+    event = envelope(
+        institution, "course_updated", {"course_id": str(global_id(course))},
+        event_time=datetime.now(UTC),
+    )  # fmt: skip
+    send_envelopes(queue.client(), queue.queue_url, [event])
+    sensor = build_live_events_sensor(SETTINGS, FOLLOWED)
+    resources = {"warehouse": warehouse, "sqs": queue}
+
+    def lag(result: dg.SensorResult) -> list[dg.AssetCheckEvaluation]:
+        return [e for e in result.asset_events if getattr(e, "check_name", None) == LAG_CHECK]
+
+    landed = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert [c.metadata["pending"].value for c in lag(landed)] == [1]
+    quiet = sensor(
+        dg.build_sensor_context(instance=instance, resources=resources, cursor=landed.cursor)
+    )
+    assert lag(quiet) == []  # nothing changed: nothing reported
+    db.execute(  # the apply run's work: every event applied, the lag check still passing
+        sql.SQL("UPDATE {}.live_events SET applied_at = now()").format(
+            sql.Identifier(warehouse.table_schema())
+        )
+    )
+    applied = sensor(
+        dg.build_sensor_context(instance=instance, resources=resources, cursor=quiet.cursor)
+    )
+    assert [(c.passed, c.metadata["pending"].value) for c in lag(applied)] == [(True, 0)]

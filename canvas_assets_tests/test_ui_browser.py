@@ -23,7 +23,7 @@ from canvas_devstack.processes import (
     wait_until_ready,
 )
 
-from .stack import services_env
+from .stack import dg_runs, services_env
 from .truth import semester_of
 
 pytestmark = pytest.mark.slow  # a real browser against the whole local stack
@@ -57,7 +57,10 @@ def stack(postgres_url, sandbox, queue, sqs_endpoint, tmp_path) -> Iterator[dict
     try:
         url = f"http://127.0.0.1:{port}"
         assert wait_until_ready(proc, f"{url}/server_info"), log_path.read_text()[-3000:]
-        yield {"url": url, "schema": schema, "log": log_path}
+        yield {
+            "url": url, "schema": schema, "log": log_path, "proc": proc,
+            "dagster_db": services["CANVAS_DAGSTER_PG_URL"],
+        }  # fmt: skip
     finally:
         assert stop_process_group(proc, 90.0, signal.SIGINT), (
             "canvas-assets dev did not stop on Ctrl-C"
@@ -103,16 +106,19 @@ def _launch_backfill_by_clicking(page: Page, base: str, semester: str) -> None:
 
 
 def test_the_ui_shows_lineage_partitions_sensors_and_runs_a_clicked_backfill(
-    stack, postgres_url, institution, tmp_path
+    stack, postgres_url, institution, sandbox, tmp_path
 ) -> None:
     """Without this, the UI could lose lineage, partitions, sensors, the column schema or the
-    Imported Semesters card, or fail to launch a backfill, and only users would notice."""
+    Imported Semesters card, or fail to launch a backfill, and only users would notice; and
+    Ctrl-C could leave runs marked failed and the terminal could fill with Dagster's logs."""
     assert Path(CHROMIUM).exists(), (
         f"{CHROMIUM} is missing: run scripts/install-chromium.sh (or set CANVAS_TEST_CHROMIUM)"
     )
     base, shots = stack["url"], tmp_path / "screenshots"
     shots.mkdir()
-    semester = sorted(semester_of(t) for t in institution.terms.values() if t["sis_term_id"])[0]
+    semester, slow = sorted(semester_of(t) for t in institution.terms.values() if t["sis_term_id"])[
+        :2
+    ]
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         _wait_for_status(conn, stack["schema"], semester, "added", 120)  # partitions added
         with sync_playwright() as playwright:
@@ -124,7 +130,17 @@ def test_the_ui_shows_lineage_partitions_sensors_and_runs_a_clicked_backfill(
             _wait_for_status(conn, stack["schema"], semester, "synced", 180)
             _check_backfill_result(page, base, semester, shots)
             _check_sensors_and_card(page, base, semester, shots)
+            _check_what_the_schema_check_covered(page, base)
+            sandbox.faults.latency_seconds = 5.0  # a backfill still running when Ctrl-C comes
+            _launch_backfill_by_clicking(page, base, slow)
+            _wait_for_status(conn, stack["schema"], slow, "syncing", 120)
             browser.close()
+        _check_ctrl_c_cancels_runs_in_flight(stack)
+        card = sql.SQL("SELECT status, last_error FROM {}.semester_sync_status WHERE semester = %s")
+        status, error = conn.execute(
+            card.format(sql.Identifier(stack["schema"])), (slow,)
+        ).fetchone()
+        assert status == "failed" and "canceled" in error, (status, error)
     target = os.environ.get("CANVAS_ASSETS_SCREENSHOTS")
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
@@ -175,8 +191,36 @@ def _check_sensors_and_card(page: Page, base: str, semester: str, shots: Path) -
     _visit(page, f"{base}/assets/canvas/imported_semesters")
     card = page.get_by_role("row").filter(has_text=semester).first
     expect(card).to_contain_text("synced")
+    # Readable at 1440 px: the last column (the error) is not cut off.
+    error = page.get_by_role("columnheader", name="error").first
+    box = error.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 1440, box
     page.screenshot(path=shots / "7-imported-semesters.png", full_page=True)
     _visit(page, f"{base}/assets/canvas/live_events?view=checks")
     for check in ("lag", "quarantine_growth", "stream_flowing"):
         expect(page.get_by_text(check, exact=True).first).to_be_visible()
     page.screenshot(path=shots / "8-stream-checks.png")
+
+
+def _check_what_the_schema_check_covered(page: Page, base: str) -> None:
+    """A pandera_schema result says what its rows were, so an apply's re-read of one course
+    never reads as a broken check of the partition."""
+    _visit(page, f"{base}/assets/canvas/courses?view=checks")
+    page.get_by_text("pandera_schema", exact=True).first.click()
+    expect(
+        page.get_by_text("the whole semester, read from Canvas by a backfill").first
+    ).to_be_visible()
+
+
+def _check_ctrl_c_cancels_runs_in_flight(stack: dict) -> None:
+    """Ctrl-C ends the run in flight as canceled, not failed, says so, and says it stopped;
+    the terminal held no access log and no traceback."""
+    assert stop_process_group(stack["proc"], 120.0, signal.SIGINT), "dev did not stop on Ctrl-C"
+    lines = stack["log"].read_text().splitlines()
+    assert lines[-1].startswith("stopped:"), lines[-5:]
+    said = "\n".join(lines)
+    assert "HTTP/1.1" not in said and "Traceback" not in said, said[-3000:]
+    assert len(lines) < 40, said  # addresses, the checks' lines: no Dagster chatter
+    runs = dg_runs(stack["dagster_db"])
+    assert "FAILURE" not in runs.values(), runs
+    assert "CANCELED" in runs.values(), runs

@@ -44,6 +44,12 @@ USER_FIELDS = (
 )
 
 
+def fetch_account(session: CanvasSession) -> dict:
+    """The account the settings name: Canvas answers, accepts the token and has the account
+    (each failure raises an error naming the setting to fix)."""
+    return session.get(session.account_path())
+
+
 def fetch_terms(session: CanvasSession) -> list[dict]:
     return list(session.paginate(session.account_path("/terms"), key="enrollment_terms"))
 

@@ -28,7 +28,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _events_parser(commands: argparse._SubParsersAction) -> None:
     events = commands.add_parser(
-        "events", help="Live Events tools.", description="Live Events tools."
+        "events",
+        help="Live Events tools: replay archived or dead-lettered events.",
+        description="Live Events tools: replay archived or dead-lettered events.",
     )
     event_commands = events.add_subparsers(dest="events_command", required=True)
     replay = event_commands.add_parser(
@@ -37,9 +39,18 @@ def _events_parser(commands: argparse._SubParsersAction) -> None:
         description="Apply events from JSON or JSON Lines files (Canvas envelopes, SQS messages "
         "with a Body, or lists of either) through the same landing, routing and apply path as "
         "the canvas_live_events sensor; prints how many were applied, duplicates, skipped and "
-        "quarantined.",
+        "quarantined. It reads the code location's settings (CANVAS_BASE_URL and "
+        "CANVAS_API_TOKEN, or CANVAS_INSTITUTIONS_FILE and its tokens; CANVAS_WAREHOUSE_URL, "
+        "CANVAS_WAREHOUSE_SCHEMA, CANVAS_TARGET_SEMESTERS) and needs Canvas and the warehouse "
+        "reachable; the Dagster stack need not be running. It applies events of the semesters "
+        "on the Imported Semesters card.",
     )
-    replay.add_argument("files", nargs="+", type=Path, help="JSON or JSON Lines files.")
+    replay.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        help="JSON or JSON Lines files (.jsonl/.ndjson are read line by line).",
+    )
     replay.set_defaults(run=_replay)
 
 

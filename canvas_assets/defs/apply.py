@@ -44,14 +44,19 @@ def _semester_events(
     """A semester's check results and materializations, as a backfill records them."""
     semester = done.semester
     if done.failed_validation is not None:
-        yield from pandera_evaluations(namespace, tables, done.failed_validation, {}, semester)
+        covered = "the courses a Live Events apply re-read (it wrote nothing)"
+        yield from pandera_evaluations(
+            namespace, tables, done.failed_validation, {}, semester, covered
+        )
         return
     applied = done.result
     if applied is None or not applied.events:
         return
     rows = {name: len(frame) for name, frame in applied.frames.items()}
     report = ValidationReport(applied.frames, {})
-    yield from pandera_evaluations(namespace, tables, report, rows, semester)
+    courses = applied.courses_refreshed
+    covered = f"{courses} course{'s' if courses != 1 else ''} re-read by a Live Events apply"
+    yield from pandera_evaluations(namespace, tables, report, rows, semester, covered)
     for spec in tables:
         metadata = {
             **write_metadata(applied.counts[spec.name], done.active[spec.name]),

@@ -197,8 +197,9 @@ def _backfill(
     ):
         result = backfill_semester(conn, schema, session, semester, datetime.now(UTC), tables)
         for evaluation in pandera_evaluations(
-            namespace, tables, result.report, result.rows_mapped, semester
-        ):
+            namespace, tables, result.report, result.rows_mapped, semester,
+            "the whole semester, read from Canvas by a backfill",
+        ):  # fmt: skip
             yield as_check_result(evaluation)
         if not result.report.ok:
             raise dg.Failure(description=result.report.message(semester))

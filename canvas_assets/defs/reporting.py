@@ -62,24 +62,36 @@ def request_metadata(spec: TableSpec, stats: CanvasStats) -> dict[str, int]:
     }
 
 
+ERROR_SHOWN = 120  # characters of an error's first line on the card (it stays readable)
+
 IMPORTED_SEMESTERS_SCHEMA = dg.TableSchema(
     columns=[
         dg.TableColumn("semester", "string"),
-        dg.TableColumn("status", "string", description="added, syncing, synced or failed"),
+        dg.TableColumn(
+            "status", "string", description="added, syncing, synced, failed or not targeted"
+        ),
         dg.TableColumn("added", "string"),
-        dg.TableColumn("started", "string"),
-        dg.TableColumn("last sync completed", "string"),
-        dg.TableColumn("last error", "string"),
+        dg.TableColumn("started", "string", description="when the last sync started"),
+        dg.TableColumn("synced", "string", description="when the last sync completed"),
+        dg.TableColumn(
+            "error", "string", description="the last error's first line (the run has it all)"
+        ),
     ]
 )
 
 
 def _stamp(moment: object) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment is not None else ""
+    return moment.strftime("%m-%d %H:%M") if moment is not None else ""
+
+
+def _error_line(error: str | None) -> str:
+    line = (error or "").strip().splitlines()[0] if (error or "").strip() else ""
+    return line if len(line) <= ERROR_SHOWN else line[: ERROR_SHOWN - 1] + "…"
 
 
 def imported_semesters(key: dg.AssetKey, rows: list[dict]) -> dg.AssetMaterialization:
-    """The Imported Semesters card as a table on its asset, refreshed after each change."""
+    """The Imported Semesters card as a table on its asset, refreshed after each change (times
+    in UTC)."""
     records = [
         dg.TableRecord(
             {
@@ -87,8 +99,8 @@ def imported_semesters(key: dg.AssetKey, rows: list[dict]) -> dg.AssetMaterializ
                 "status": row["status"],
                 "added": _stamp(row["added_at"]),
                 "started": _stamp(row["started_at"]),
-                "last sync completed": _stamp(row["last_sync_completed_at"]),
-                "last error": (row["last_error"] or "")[:300],
+                "synced": _stamp(row["last_sync_completed_at"]),
+                "error": _error_line(row["last_error"]),
             }
         )
         for row in rows
@@ -101,6 +113,9 @@ def imported_semesters(key: dg.AssetKey, rows: list[dict]) -> dg.AssetMaterializ
         metadata={
             "imported_semesters": dg.MetadataValue.table(records, IMPORTED_SEMESTERS_SCHEMA),
             "dagster/row_count": len(rows),
-            **{f"semesters_{status}": count for status, count in sorted(by_status.items())},
+            **{
+                f"semesters_{status.replace(' ', '_')}": count
+                for status, count in sorted(by_status.items())
+            },
         },
     )

@@ -47,10 +47,12 @@ class RouteResult(Counts):
     lookup_error: str = ""  # the last failed look-up's error, in one line
 
     def summary(self) -> str:
-        """One line for the tick, e.g. "routed 12, 3 closed, 2 waiting for Canvas"."""
+        """One line, e.g. "routed 12, 3 closed outside Target Semesters, 2 waiting for Canvas"."""
         text = f"routed {self.routed}"
-        if self.skipped or self.out_of_target:
-            text += f", {self.skipped + self.out_of_target} closed (not imported)"
+        if self.out_of_target:
+            text += f", {self.out_of_target} closed outside Target Semesters"
+        if self.skipped:
+            text += f", {self.skipped} closed (of no semester, or gone from Canvas)"
         if self.unresolved:
             text += f", {self.unresolved} waiting for Canvas ({self.lookup_errors} errors)"
         return text

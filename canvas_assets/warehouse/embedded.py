@@ -1,4 +1,4 @@
-"""The embedded PostgreSQL (pgserver) used when no warehouse URL is configured, and URL helpers.
+"""The embedded PostgreSQL (pgserver) used when no warehouse URL is configured.
 
 Its data lives under the local state folder, so tables survive restarts.
 """
@@ -7,22 +7,12 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
 WAREHOUSE_DATABASE = "canvas"
 DAGSTER_DATABASE = "dagster"
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 _embedded_lock = threading.Lock()

@@ -13,10 +13,14 @@ import dagster as dg
 import psycopg
 from pydantic import Field
 
-from canvas_assets.institutions import DEFAULT_WAREHOUSE_SCHEMA, validate_schema_name
-from canvas_assets.outcomes import first_line
+from canvas_assets.institutions import (
+    DEFAULT_WAREHOUSE_SCHEMA,
+    SettingError,
+    validate_schema_name,
+)
+from canvas_assets.outcomes import first_line, redact_url
 from canvas_assets.settings import DEFAULT_STATE_DIR
-from canvas_assets.warehouse.embedded import embedded_database_url, redact_url
+from canvas_assets.warehouse.embedded import embedded_database_url
 from canvas_assets.warehouse.migrate import INSTITUTION, migrate
 
 
@@ -59,7 +63,10 @@ class WarehouseResource(dg.ConfigurableResource):
         return embedded_database_url(Path(self.state_dir or DEFAULT_STATE_DIR) / "postgres")
 
     def table_schema(self) -> str:
-        return validate_schema_name(self.schema_name)
+        try:
+            return validate_schema_name(self.schema_name)
+        except ValueError as exc:  # a resource built by hand, not from the settings
+            raise SettingError(f"CANVAS_WAREHOUSE_SCHEMA {exc}.") from None
 
     def migrate_once(self) -> None:
         """Migrate the schema if this process has not yet: before another resource's

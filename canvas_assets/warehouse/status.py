@@ -1,4 +1,5 @@
-"""The Imported Semesters card (``semester_sync_status``): added, syncing, synced or failed, with
+"""The Imported Semesters card (``semester_sync_status``): added, syncing, synced, failed or not
+targeted (imported, then left outside Target Semesters), with
 when each step happened and the last error.
 
 A failure is recorded on a fresh connection (the sync's own may be what failed), retried while
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import timedelta
 
+import dagster as dg
 import psycopg
 from psycopg import sql
 
@@ -28,6 +30,7 @@ INTERRUPTED_ERROR = (
     "The sync stopped before it could record its outcome (its worker or PostgreSQL stopped "
     "mid-run). Nothing of it was written; run it again."
 )
+CANCELED_ERROR = "The sync was canceled before it finished. Nothing of it was written."
 
 
 STATUS_TABLE = "semester_sync_status"
@@ -42,6 +45,39 @@ def mark_semesters_added(conn: psycopg.Connection, schema: str, semesters: Itera
             ).format(qualified_table(schema, STATUS_TABLE)),
             [(s,) for s in semesters],
         )
+
+
+NOT_TARGETED = "not targeted"
+
+
+def mark_not_targeted(conn: psycopg.Connection, schema: str, semesters: Iterable[str]) -> list[str]:
+    """Semesters imported before that Target Semesters no longer admit: their card says so
+    (their Live Events are closed as out_of_target). Returns the ones newly marked."""
+    with conn.transaction():
+        rows = conn.execute(
+            sql.SQL(
+                "UPDATE {} SET status = %s WHERE semester = ANY(%s) "
+                "AND status NOT IN (%s, 'syncing') RETURNING semester"
+            ).format(qualified_table(schema, STATUS_TABLE)),
+            (NOT_TARGETED, sorted(semesters), NOT_TARGETED),
+        ).fetchall()
+    return sorted(semester for (semester,) in rows)
+
+
+def mark_targeted_again(
+    conn: psycopg.Connection, schema: str, semesters: Iterable[str]
+) -> list[str]:
+    """Not-targeted semesters that Target Semesters admit again: back to ``added``, to be
+    re-synced so they catch up on what they missed. Returns them."""
+    with conn.transaction():
+        rows = conn.execute(
+            sql.SQL(
+                "UPDATE {} SET status = 'added' WHERE semester = ANY(%s) AND status = %s "
+                "RETURNING semester"
+            ).format(qualified_table(schema, STATUS_TABLE)),
+            (sorted(semesters), NOT_TARGETED),
+        ).fetchall()
+    return sorted(semester for (semester,) in rows)
 
 
 def mark_sync_started(conn: psycopg.Connection, schema: str, semester: str) -> None:
@@ -103,6 +139,8 @@ def mark_live_events_applied(
 
 def failure_message(exc: BaseException) -> str:
     """What the card shows for a failed sync: a Dagster failure's description, or the error."""
+    if isinstance(exc, (dg.DagsterExecutionInterruptedError, KeyboardInterrupt)):
+        return CANCELED_ERROR  # Dagster's run termination (a cancel, a stopped stack)
     description = getattr(exc, "description", None)
     if isinstance(description, str) and description:
         return description

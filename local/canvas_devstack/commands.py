@@ -9,8 +9,6 @@ from pathlib import Path
 
 from canvas_assets.settings import Settings
 
-HELP_FORMAT = argparse.ArgumentDefaultsHelpFormatter
-
 
 def _institutions(value: str) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
@@ -24,20 +22,24 @@ def add_dev_command(commands: argparse._SubParsersAction) -> None:
         description=f"{summary} Pieces you configure (CANVAS_WAREHOUSE_URL, CANVAS_BASE_URL, "
         "CANVAS_LIVE_EVENTS_QUEUE_URL) are used instead of the local ones. Ctrl-C stops "
         "everything.",
-        formatter_class=HELP_FORMAT,
     )
     dev.add_argument(
         "--size",
         default="medium",
         choices=["small", "medium", "large"],
-        help="Size of the sandbox institution.",
+        help="Size of the sandbox institution (default: medium).",
     )
-    dev.add_argument("--port", type=int, default=3000, help="Preferred Dagster UI port.")
+    dev.add_argument(
+        "--port",
+        type=int,
+        default=3000,
+        help="Preferred Dagster UI port; another free one if it is taken (default: 3000).",
+    )
     dev.add_argument(
         "--change-interval",
         type=float,
         default=15.0,
-        help="Seconds between sandbox changes published as Live Events.",
+        help="Seconds between sandbox changes published as Live Events (default: 15).",
     )
     dev.add_argument(
         "--home",
@@ -47,13 +49,20 @@ def add_dev_command(commands: argparse._SubParsersAction) -> None:
     dev.add_argument(
         "--institutions",
         type=_institutions,
-        help="Serve several sandbox institutions, e.g. north,south: each its own code location, "
-        "queue and schema (canvas_<name>) in one Dagster instance.",
+        help="A vendor's deployment: one sandbox institution per name, e.g. north,south, in an "
+        "institutions file, one code location and one shared queue (default: one institution).",
     )
     dev.add_argument(
         "--reset",
         action="store_true",
-        help="Delete the state folder first (tables, Dagster history, the saved sandbox).",
+        help="Delete the state folder first: tables, Dagster history, the saved sandbox "
+        "(default: keep them).",
+    )
+    dev.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Show Dagster's own output (webserver access log, daemon and code server lines) in "
+        "the terminal (default: in the state folder's logs/).",
     )
     dev.set_defaults(run=run_dev_command)
 
@@ -72,6 +81,7 @@ def run_dev_command(args: argparse.Namespace) -> int:
             ui_port=args.port,
             change_interval_seconds=args.change_interval,
             institutions=args.institutions,
+            verbose=args.verbose,
         )
     except DevStackError as exc:
         print(f"canvas-assets dev: {exc}", file=sys.stderr)
@@ -85,26 +95,32 @@ def add_sandbox_command(commands: argparse._SubParsersAction) -> None:
         help=summary,
         description=f"{summary} Faithful to Canvas's paging, throttle, costs, errors and ids, so "
         "a client can be developed, demonstrated and benchmarked without a Canvas instance.",
-        formatter_class=HELP_FORMAT,
     )
     sandbox.add_argument(
         "--size",
         default="small",
         choices=["small", "medium", "large", "university"],
-        help="Size of the generated institution.",
+        help="Size of the generated institution (default: small).",
     )
-    sandbox.add_argument("--port", type=int, default=8900, help="Port to serve on (127.0.0.1).")
     sandbox.add_argument(
-        "--token", default="sandbox-token", help="The access token the sandbox accepts."
+        "--port", type=int, default=8900, help="Port to serve on, on 127.0.0.1 (default: 8900)."
+    )
+    sandbox.add_argument(
+        "--token",
+        default="sandbox-token",
+        help="The access token the sandbox accepts (default: sandbox-token).",
     )
     sandbox.add_argument(
         "--seed",
         type=int,
         default=0,
-        help="Seed of the generated institution (same seed, same data).",
+        help="Seed of the generated institution: same seed, same data (default: 0).",
     )
     sandbox.add_argument(
-        "--scale", type=float, default=1.0, help="Multiply each semester's courses and people."
+        "--scale",
+        type=float,
+        default=1.0,
+        help="Multiply each semester's courses and people (default: 1).",
     )
     sandbox.add_argument(
         "--account-users",
@@ -116,36 +132,39 @@ def add_sandbox_command(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=0.0,
         help="Time Canvas takes to answer any request beyond the CPU + DB time it charges; it "
-        "holds the request's up-front charge in the throttle's bucket, as in Canvas.",
+        "holds the request's up-front charge in the throttle's bucket, as in Canvas (default: 0).",
     )
     sandbox.add_argument(
         "--server-time",
         action="store_true",
         help="Each request also takes its X-Request-Cost in seconds (Canvas's cost is the CPU + "
-        "DB time it spent).",
+        "DB time it spent) (default: answer at once).",
     )
     sandbox.add_argument(
         "--network-ms",
         type=float,
         default=0.0,
-        help="Round trip between the client and Canvas, outside the throttle's bucket.",
+        help="Round trip between the client and Canvas, outside the throttle's bucket "
+        "(default: 0).",
     )
     sandbox.add_argument(
         "--cache-pages",
         action="store_true",
         help="Render each page once and keep it (the institution does not change): keeps the "
-        "sandbox cheap when it serves a benchmark.",
+        "sandbox cheap when it serves a benchmark (default: render every request).",
     )
     sandbox.add_argument(
         "--keep-alive",
         action="store_true",
         help="Serve with connections kept open between requests (as Canvas does) by a threaded "
-        "server; cheaper per request. Fault injection needs the default server.",
+        "server; cheaper per request. Fault injection needs the default server (default: "
+        "close each connection).",
     )
     sandbox.add_argument(
         "--describe",
         type=Path,
-        help="Write each term's shape (JSON) for computing the least time a sync can take.",
+        help="Write each term's shape (JSON) for computing the least time a sync can take "
+        "(default: none written).",
     )
     sandbox.set_defaults(run=run_sandbox_command)
 

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import yaml
 
@@ -47,7 +48,7 @@ def write_instance(home: Path) -> Path:
 
 
 def start_code_server(
-    location: str, env: dict[str, str], stack: contextlib.ExitStack
+    location: str, env: dict[str, str], stack: contextlib.ExitStack, output: IO[bytes] | None
 ) -> CodeServer:
     port = free_port()
     command = [
@@ -56,7 +57,9 @@ def start_code_server(
         "-m", "canvas_assets.definitions", "--location-name", location,
         "--log-level", "info",
     ]  # fmt: skip
-    proc = subprocess.Popen(command, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT
+    )
     stack.callback(stop_process_group, proc)
     return CodeServer(location, port, proc)
 
@@ -67,7 +70,10 @@ def wait_for_code_servers(servers: list[CodeServer], env: dict[str, str]) -> Non
     for server in servers:
         while True:
             if server.proc.poll() is not None:
-                raise DevStackError(f"The code server of {server.location} exited; see above.")
+                raise DevStackError(
+                    f"The code server of {server.location} exited; see its log in the state "
+                    "folder (logs/code-server.log), or run with --verbose."
+                )
             check = subprocess.run(
                 [sys.executable, "-m", "dagster", "api", "grpc-health-check", "-p",
                  str(server.port)],
@@ -91,18 +97,34 @@ def write_workspace(home: Path, servers: list[CodeServer]) -> Path:
     return workspace
 
 
+@dataclass(frozen=True)
+class Services:
+    """The webserver (the UI at ``port``) and the daemon (sensors, schedules, run queue)."""
+
+    webserver: subprocess.Popen
+    daemon: subprocess.Popen
+    port: int
+
+
 def start_webserver_and_daemon(
-    env: dict[str, str], workspace: Path, ui_port: int, stack: contextlib.ExitStack
-) -> tuple[subprocess.Popen, int]:
-    """dagster-webserver and dagster-daemon, each in its own process group."""
+    env: dict[str, str],
+    workspace: Path,
+    ui_port: int,
+    stack: contextlib.ExitStack,
+    outputs: tuple[IO[bytes] | None, IO[bytes] | None],
+) -> Services:
+    """dagster-webserver and dagster-daemon, each in its own process group, writing to
+    ``outputs`` (their log files, or the terminal when None)."""
     port = free_port(ui_port)
     common = ["-w", str(workspace), "--log-level", "info"]
     bin_dir = Path(sys.executable).parent  # the environment's own Dagster commands
     webserver = [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]
     daemon = [str(bin_dir / "dagster-daemon"), "run"]
     procs = []
-    for command in (webserver + common, daemon + common):
-        proc = subprocess.Popen(command, env=env, start_new_session=True)
+    for command, output in zip((webserver + common, daemon + common), outputs, strict=True):
+        proc = subprocess.Popen(
+            command, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT
+        )
         stack.callback(stop_process_group, proc)
         procs.append(proc)
-    return procs[0], port
+    return Services(procs[0], procs[1], port)

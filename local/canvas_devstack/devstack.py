@@ -20,8 +20,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -31,6 +29,12 @@ import yaml
 
 from canvas_assets.settings import Settings
 from canvas_devstack import dagster_services as dagster
+from canvas_devstack.console import (
+    FailureWatcher,
+    cancel_runs_in_flight,
+    say,
+    service_output,
+)
 from canvas_devstack.local_pieces import (
     SANDBOX_SHARD,
     SANDBOX_TOKEN,
@@ -38,7 +42,13 @@ from canvas_devstack.local_pieces import (
     start_sandbox,
     start_sqs,
 )
-from canvas_devstack.processes import DevStackError, exclusive_lock, wait_until_ready
+from canvas_devstack.preflight import check_canvas, check_warehouse, untargeted_semesters
+from canvas_devstack.processes import (
+    DevStackError,
+    exclusive_lock,
+    stop_process_group,
+    wait_until_ready,
+)
 
 DEV_QUEUE_NAME = "canvas-live-events-dev"
 STATE_FOLDER = ".canvas-assets"
@@ -175,38 +185,71 @@ def _write_dev_env(env: dict[str, str], home: Path, stack: contextlib.ExitStack)
 
 
 def _start_dagster(
-    env: dict[str, str], sites: list[Site], home: Path, ui_port: int, stack
-) -> tuple[subprocess.Popen, int]:
+    env: dict[str, str], sites: list[Site], home: Path, ui_port: int, stack, verbose: bool
+) -> dagster.Services:
     env["DAGSTER_HOME"] = str(dagster.write_instance(home))
-    servers = [dagster.start_code_server(s.location, {**env, **s.env}, stack) for s in sites]
+    logs = [service_output(home, name, verbose) for name in ("code-server", "webserver", "daemon")]
+    for log in logs:
+        if log is not None:
+            stack.callback(log.close)
+    servers = [
+        dagster.start_code_server(s.location, {**env, **s.env}, stack, logs[0]) for s in sites
+    ]
     dagster.wait_for_code_servers(servers, env)
     workspace = dagster.write_workspace(home, servers)
     services_env = {k: v for k, v in env.items() if k not in CODE_ONLY}
-    proc, port = dagster.start_webserver_and_daemon(services_env, workspace, ui_port, stack)
-    print(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)", flush=True)
-    return proc, port
+    services = dagster.start_webserver_and_daemon(
+        services_env, workspace, ui_port, stack, (logs[1], logs[2])
+    )
+    where = "" if verbose else f"; Dagster's own logs in {home / 'logs'} (--verbose shows them)"
+    say(f"Dagster UI: http://127.0.0.1:{services.port}  (Ctrl-C stops everything{where})")
+    return services
 
 
-def _serve(proc: subprocess.Popen, port: int, exit_when_ready: bool) -> int:
-    """Wait for the UI, then until Dagster exits or the user stops the stack."""
+class _Stop(Exception):
+    """Ctrl-C or SIGTERM: stop the stack."""
 
-    def _terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _terminate)
+def _on_signal(signum: int, frame: object) -> None:
+    raise _Stop
+
+
+def _serve(services: dagster.Services, env: dict[str, str], exit_when_ready: bool) -> int:
+    """Wait for the UI, then until Dagster exits or the user stops the stack. Stopping stops
+    the daemon first (no new runs), then cancels the runs in flight through Dagster, so none is
+    left to fail."""
+    proc, port = services.webserver, services.port
     try:
         if not wait_until_ready(proc, f"http://127.0.0.1:{port}/server_info"):
-            print("Dagster did not start; see its output above.", file=sys.stderr)
+            say("Dagster did not start; see its logs in the state folder (or run with --verbose).")
             return 1
-        print(f"ready: Dagster UI answers at http://127.0.0.1:{port}", flush=True)
+        say(f"ready: Dagster UI answers at http://127.0.0.1:{port}")
         if exit_when_ready:
             return 0
-        while proc.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        print("stopping…", flush=True)
+        with contextlib.closing(FailureWatcher(env).start()):
+            while proc.poll() is None:
+                time.sleep(0.5)
+    except _Stop:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop
+        say("stopping: canceling runs in flight…")
+        stop_process_group(services.daemon)
+        canceled = cancel_runs_in_flight(env)
+        runs = "1 run" if canceled == 1 else f"{canceled} runs"
+        say(f"stopping: {runs} canceled; stopping Dagster and the local pieces…")
         return 0
     return proc.returncode or 0
+
+
+def _preflight(settings: Settings, env: dict[str, str]) -> None:
+    """Check what the user configured (the warehouse, every Canvas) before starting anything."""
+    for setting in ("CANVAS_WAREHOUSE_URL", "CANVAS_DAGSTER_PG_URL"):
+        if env.get(setting):
+            check_warehouse(env[setting], setting)
+    if not (env.get("CANVAS_BASE_URL") or settings.institutions_file):
+        return  # the stack serves its own sandbox
+    for institution in settings.institutions:
+        base_url = institution.base_url or env.get("CANVAS_BASE_URL", "")
+        check_canvas(institution, base_url, env.get(institution.token_env, ""))
 
 
 def run_dev(
@@ -217,22 +260,34 @@ def run_dev(
     ui_port: int = 3000,
     change_interval_seconds: float = 15.0,
     institutions: list[str] | None = None,
+    verbose: bool = False,
 ) -> int:
     folder = state_folder(settings, home, Path.cwd())
     env = dict(os.environ)
     env["CANVAS_ASSETS_HOME"] = str(folder)
-    print(f"state folder: {folder}")
-    with exclusive_lock(folder / "dev.lock"), contextlib.ExitStack() as stack:
-        start_postgres(env, folder)
-        if institutions:
-            sites = _institution_sites(
-                env, institutions, folder, stack, size, change_interval_seconds
-            )
-        else:
-            sites = [_single_site(env, folder, stack, size, change_interval_seconds)]
-        proc, port = _start_dagster(env, sites, folder, ui_port, stack)
-        _write_dev_env({**env, **sites[0].env}, folder, stack)
-        return _serve(proc, port, settings.dev_exit_when_ready)
+    _preflight(settings, env)
+    # Installed even where the parent left SIGINT ignored (a shell's background job).
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    say(f"state folder: {folder}")
+    try:
+        with exclusive_lock(folder / "dev.lock"), contextlib.ExitStack() as stack:
+            start_postgres(env, folder)
+            for line in untargeted_semesters(settings, env["CANVAS_WAREHOUSE_URL"]):
+                say(line)
+            if institutions:
+                sites = _institution_sites(
+                    env, institutions, folder, stack, size, change_interval_seconds
+                )
+            else:
+                sites = [_single_site(env, folder, stack, size, change_interval_seconds)]
+            services = _start_dagster(env, sites, folder, ui_port, stack, verbose)
+            _write_dev_env({**env, **sites[0].env}, folder, stack)
+            code = _serve(services, env, settings.dev_exit_when_ready)
+    except _Stop:  # stopped while still starting: what started is stopped on the way out
+        code = 0
+    say("stopped: Dagster and every local piece this command started are down.")
+    return code
 
 
 def reset_state(settings: Settings, home: Path | None) -> Path:

@@ -11,25 +11,26 @@ import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from canvas_assets.outcomes import first_line, redact_url
 from canvas_assets.warehouse.embedded import (
     DAGSTER_DATABASE,
     WAREHOUSE_DATABASE,
     embedded_server,
     ensure_database,
-    redact_url,
 )
 from canvas_devstack.processes import free_port
 
 SANDBOX_TOKEN = "sandbox-token"
 SANDBOX_SHARD = 2107  # the first sandbox's shard; each further institution gets the next
 LOCAL_SQS_CREDENTIALS = {"aws_access_key_id": "local-sqs", "aws_secret_access_key": "local-sqs"}
-log = logging.getLogger(__name__)
 
 
 def start_postgres(env: dict[str, str], home: Path) -> None:
     """The warehouse and the Dagster instance: CANVAS_WAREHOUSE_URL, or embedded PostgreSQL."""
     if env.get("CANVAS_WAREHOUSE_URL"):
         print(f"warehouse: {redact_url(env['CANVAS_WAREHOUSE_URL'])} (CANVAS_WAREHOUSE_URL)")
+        if not env.get("CANVAS_DAGSTER_PG_URL"):
+            print("Dagster's run history: the same database (set CANVAS_DAGSTER_PG_URL to move it)")
         env.setdefault("CANVAS_DAGSTER_PG_URL", env["CANVAS_WAREHOUSE_URL"])
         return
     server = embedded_server(home / "postgres")
@@ -89,14 +90,23 @@ def save_institution(institution, path: Path, size: str) -> None:
     partial.replace(path)
 
 
+def change_line(label: str, envelopes: list[dict]) -> str:
+    """One terminal line for one sandbox change: its Live Events, by name."""
+    names = [envelope["metadata"]["event_name"] for envelope in envelopes]
+    counted = {name: names.count(name) for name in dict.fromkeys(names)}
+    shown = ", ".join(f"{name} x{n}" if n > 1 else name for name, n in counted.items())
+    return f"sandbox {label}: changed; published {shown or 'nothing'}"
+
+
 def _drive_changes(institution, driver, path: Path, size: str, interval: float, stop) -> None:
     """Change the institution every ``interval`` seconds and save it after each change."""
+    label = path.stem.removeprefix("sandbox-")
     while not stop.wait(interval):
         try:
-            driver.step()
+            print(change_line(label, driver.step()), flush=True)
             save_institution(institution, path, size)
-        except Exception:  # keep the dev stack alive; the next step may succeed
-            log.exception("sandbox change step failed")
+        except Exception as exc:  # keep the dev stack alive; the next step may succeed
+            print(f"failed: sandbox {label} change: {first_line(exc)}", flush=True)
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,17 @@ from canvas_assets.defs.jobs import Jobs
 from canvas_assets.defs.namespace import Namespace
 from canvas_assets.defs.reporting import imported_semesters
 from canvas_assets.defs.resources import institution_resource
+from canvas_assets.defs.sensors.unreachable import reported_in_one_line
 from canvas_assets.institutions import semester_matches
 from canvas_assets.settings import Settings
 from canvas_assets.warehouse import WarehouseResource
 from canvas_assets.warehouse.reads import live_semesters, sync_status
-from canvas_assets.warehouse.status import mark_semesters_added, recover_interrupted_syncs
+from canvas_assets.warehouse.status import (
+    mark_not_targeted,
+    mark_semesters_added,
+    mark_targeted_again,
+    recover_interrupted_syncs,
+)
 
 TICK_SECONDS = 15  # how often the warehouse's terms are looked at for new semesters
 IN_FLIGHT = [
@@ -87,7 +93,52 @@ class _Found:
     requests: list[dg.RunRequest]
     partitions: dg.AddDynamicPartitionsRequest | None
     card: dg.AssetMaterialization | None
-    line: str | None
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class Retargeting:
+    """Imported semesters Target Semesters left (now not targeted) or admit again (re-synced)."""
+
+    left: list[str]
+    back: list[str]
+
+
+def _retarget(conn, schema: str, namespace: Namespace) -> Retargeting:
+    """Keep the card true when Target Semesters change under imported semesters."""
+    targets = namespace.institution.target_semesters
+    imported = [row["semester"] for row in sync_status(conn, schema)]
+    left = mark_not_targeted(
+        conn, schema, [s for s in imported if not semester_matches(s, targets)]
+    )
+    back = mark_targeted_again(conn, schema, [s for s in imported if semester_matches(s, targets)])
+    return Retargeting(left, back)
+
+
+def _backfills(namespace: Namespace, keys: Sequence[str], prefix: str) -> list[dg.RunRequest]:
+    return [
+        dg.RunRequest(
+            run_key=f"{prefix}:{namespace.label}:{key}",
+            partition_key=key,
+            job_name=namespace.semester_job,
+        )  # fmt: skip
+        for key in keys
+    ]
+
+
+def _lines(namespace: Namespace, plan: AutoImportPlan, moved: Retargeting) -> list[str]:
+    label, lines = namespace.label, []
+    if plan.new_semesters:
+        backfilling = ", ".join(plan.backfill_semesters) or "none (auto import is off)"
+        lines.append(f"{label}: added {', '.join(plan.new_semesters)}; backfilling {backfilling}")
+    if moved.left:
+        lines.append(
+            f"{label}: {', '.join(moved.left)} imported but outside Target Semesters now: "
+            "marked not targeted; their Live Events are closed as out_of_target"
+        )
+    if moved.back:
+        lines.append(f"{label}: {', '.join(moved.back)} targeted again: re-syncing them")
+    return lines
 
 
 def _institution(context: dg.SensorEvaluationContext, namespace: Namespace) -> _Found:
@@ -101,22 +152,18 @@ def _institution(context: dg.SensorEvaluationContext, namespace: Namespace) -> _
             live_semesters(conn, schema), existing, institution.target_semesters,
             institution.auto_import,
         )  # fmt: skip
-        if not plan.new_semesters:
-            return _Found([], None, None, None)
+        moved = _retarget(conn, schema, namespace)
+        if not (plan.new_semesters or moved.left or moved.back):
+            return _Found([], None, None, [])
         mark_semesters_added(conn, schema, plan.new_semesters)
         card = imported_semesters(namespace.key("imported_semesters"), sync_status(conn, schema))
-    requests = [
-        dg.RunRequest(
-            run_key=f"auto-import:{namespace.label}:{key}",
-            partition_key=key,
-            job_name=namespace.semester_job,
-        )
-        for key in plan.backfill_semesters
-    ]
-    backfilling = ", ".join(plan.backfill_semesters) or "none (auto import is off)"
-    line = f"{namespace.label}: added {', '.join(plan.new_semesters)}; backfilling {backfilling}"
+    requests = _backfills(namespace, plan.backfill_semesters, "auto-import")
+    # A semester's every return gets its run: the key carries the moment it came back.
+    requests += _backfills(namespace, moved.back, f"retarget-{int(time.time())}")
     add = namespace.partitions.build_add_request(list(plan.new_semesters))
-    return _Found(requests, add, card, line)
+    return _Found(
+        requests, add if plan.new_semesters else None, card, _lines(namespace, plan, moved)
+    )
 
 
 def build_semester_auto_import_sensor(
@@ -137,6 +184,7 @@ def build_semester_auto_import_sensor(
         required_resource_keys=keys,
         jobs=[jobs.terms, *jobs.semesters.values()],
     )
+    @reported_in_one_line
     def semester_auto_import(
         context: dg.SensorEvaluationContext, **_resources: object
     ) -> dg.SensorResult:
@@ -147,7 +195,7 @@ def build_semester_auto_import_sensor(
             requests.append(dg.RunRequest(run_key=run_key, job_name=jobs.terms.name))
             cursor["terms_requested_at"] = now
         found = [_institution(context, namespace) for namespace in namespaces]
-        lines = [f.line for f in found if f.line]
+        lines = [line for f in found for line in f.lines]
         for line in lines:
             context.log.info(line)
         return dg.SensorResult(

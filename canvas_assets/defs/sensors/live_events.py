@@ -24,6 +24,7 @@ from canvas_assets.defs.apply import APPLY_JOB
 from canvas_assets.defs.checks import shared_queue_evaluations, stream_evaluations
 from canvas_assets.defs.namespace import Namespace
 from canvas_assets.defs.resources import SHARED_QUEUE, SHARED_WAREHOUSE, institution_resource
+from canvas_assets.defs.sensors.unreachable import reported_in_one_line
 from canvas_assets.live_events import store
 from canvas_assets.live_events.health import stream_health
 from canvas_assets.live_events.land import Destinations, land_messages
@@ -134,7 +135,9 @@ def institutions_in_flight(instance: dg.DagsterInstance) -> set[str]:
 
 
 def health_due(last: dict | None, outcomes: list[bool], now: float) -> bool:
-    """Report an institution's stream checks when one changed, or every HEALTH_EVERY_SECONDS."""
+    """Report stream checks when what they show changed (one passed or failed, or the events
+    waiting went to none or back), or every HEALTH_EVERY_SECONDS: the check on screen is
+    never older than the fact it shows."""
     if not last:
         return True
     return last.get("outcomes") != outcomes or now - last.get("at", 0) >= HEALTH_EVERY_SECONDS
@@ -186,7 +189,7 @@ def _institution_work(
     schema = tick.schemas[namespace.label]
     health = stream_health(conn, schema, now)
     checks = stream_evaluations(namespace, tick.settings, health)
-    outcomes = [check.passed for check in checks]
+    outcomes = [check.passed for check in checks] + [health.pending == 0]
     label = namespace.label
     if health_due(tick.cursor.get(label), outcomes, time.time()):
         tick.events += checks
@@ -256,6 +259,7 @@ def build_live_events_sensor(settings: Settings, followed: QueueFollowed) -> dg.
         job_name=APPLY_JOB,
         required_resource_keys=keys,
     )
+    @reported_in_one_line
     def canvas_live_events(
         context: dg.SensorEvaluationContext, **_resources: object
     ) -> dg.SensorResult | dg.SkipReason:

@@ -1,0 +1,118 @@
+"""The README's promise for its settings table: a bad value of any setting stops the code
+location (and ``canvas-assets dev``) with a message naming the variable."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from canvas_assets.institutions import Institution
+from canvas_assets.settings import SettingError, Settings
+from canvas_devstack.preflight import check_canvas, check_warehouse
+from canvas_devstack.processes import DevStackError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+NOT_A_FOLDER = Path(__file__)
+
+# Each setting the code location reads, with a value it must refuse.
+BAD_VALUES = {
+    "CANVAS_BASE_URL": "school.instructure.com",
+    "CANVAS_ACCOUNT_ID": "main",
+    "CANVAS_MAX_CONCURRENCY": "0",
+    "CANVAS_WAREHOUSE_URL": "mysql://user:hunter2@db/canvas",
+    "CANVAS_WAREHOUSE_SCHEMA": "canvas-data",
+    "CANVAS_EMBEDDED_WAREHOUSE": "nope",
+    "CANVAS_INSTITUTIONS_FILE": "/nonexistent/institutions.yaml",
+    "CANVAS_SHARED_SCHEMA": "1shared",
+    "CANVAS_INSTITUTION": "state university",
+    "CANVAS_TARGET_SEMESTERS": "[",
+    "CANVAS_AUTO_IMPORT_SEMESTERS": "flase",
+    "CANVAS_SEMESTER_SENSOR_INTERVAL_SECONDS": "5m",
+    "CANVAS_LIVE_EVENTS_QUEUE_URL": "canvas-live-events",
+    "CANVAS_LIVE_EVENTS_SENSOR_INTERVAL_SECONDS": "-1",
+    "CANVAS_LIVE_EVENTS_MAX_LAG_SECONDS": "0",
+    "CANVAS_LIVE_EVENTS_STALL_SECONDS": "an hour",
+    "CANVAS_RECONCILE_CRON": "0 25 * * *",
+    "CANVAS_ASSET_OWNERS": "data engineering",
+    "CANVAS_ASSETS_HOME": str(NOT_A_FOLDER),
+    "CANVAS_ASSETS_DEV_EXIT_WHEN_READY": "sometimes",
+}
+# Settings whose bad values only a server can judge: `canvas-assets dev` checks them before
+# it starts anything (tested below).
+CHECKED_BY_THE_DEV_PREFLIGHT = {"CANVAS_API_TOKEN", "CANVAS_DAGSTER_PG_URL"}
+# Not ours to check: boto3 reads its own; the tests' own variables.
+NOT_OURS = {
+    "AWS_ENDPOINT_URL_SQS",
+    "AWS_REGION",
+    "CANVAS_TEST_DATABASE_URL",
+    "CANVAS_TEST_CHROMIUM",
+}
+
+
+def _readme_settings() -> set[str]:
+    rows = [line for line in README.read_text().splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
+
+
+def test_every_setting_in_the_readme_table_is_tried_with_a_bad_value() -> None:
+    """Without this, a setting added to the README's table could go unvalidated, and a typo in
+    it would be silently taken for something else."""
+    tried = set(BAD_VALUES) | CHECKED_BY_THE_DEV_PREFLIGHT | NOT_OURS
+    assert _readme_settings() - tried == set()
+    assert set(BAD_VALUES) <= _readme_settings()
+
+
+@pytest.mark.parametrize(("variable", "bad"), sorted(BAD_VALUES.items()))
+def test_a_bad_value_fails_naming_its_variable(variable: str, bad: str) -> None:
+    """Without this, a bad value was accepted: e.g. CANVAS_TARGET_SEMESTERS='[' matched no
+    semester and Live Events of imported semesters were silently closed as out_of_target."""
+    with pytest.raises(SettingError) as raised:
+        Settings.from_env({variable: bad})
+    message = str(raised.value)
+    assert variable in message and "\n" not in message
+    assert "hunter2" not in message
+
+
+def test_a_refused_canvas_token_stops_the_dev_preflight_naming_it(sandbox) -> None:
+    """Without this, `canvas-assets dev` said "ready" with a token Canvas refuses."""
+    with pytest.raises(DevStackError, match="CANVAS_API_TOKEN"):
+        check_canvas(Institution(), sandbox.url, "wrong-token")
+
+
+def test_an_unreachable_dagster_database_stops_the_dev_preflight_naming_it() -> None:
+    """Without this, a bad CANVAS_DAGSTER_PG_URL printed hundreds of lines of Dagster's retries."""
+    url = "postgresql://dagster:hunter2@127.0.0.1:1/dagster"
+    with pytest.raises(DevStackError) as raised:
+        check_warehouse(url, "CANVAS_DAGSTER_PG_URL")
+    message = str(raised.value)
+    assert message.startswith("CANVAS_DAGSTER_PG_URL") and "refused" in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (
+            {"CANVAS_WAREHOUSE_URL": "postgresql://nobody:hunter2@127.0.0.1:1/x"},
+            "CANVAS_WAREHOUSE_URL",
+        ),
+        ({"CANVAS_BASE_URL": "http://127.0.0.1:9", "CANVAS_API_TOKEN": "t"}, "CANVAS_BASE_URL"),
+        ({"CANVAS_TARGET_SEMESTERS": "["}, "CANVAS_TARGET_SEMESTERS"),
+    ],
+)
+def test_dev_stops_before_starting_anything_with_one_line_naming_the_setting(
+    settings: dict[str, str], named: str, tmp_path: Path
+) -> None:
+    """Without this, an unreachable warehouse printed 770 lines of tracebacks before "Dagster
+    did not start", and an unreachable Canvas said "ready"."""
+    env = {"PATH": "/usr/bin:/bin", "CANVAS_ASSETS_HOME": str(tmp_path / "home"), **settings}
+    done = subprocess.run(
+        [sys.executable, "-m", "canvas_assets", "dev"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, lines
+    assert named in lines[0] and "hunter2" not in lines[0]
+    assert not (tmp_path / "home" / "postgres").exists()  # nothing was started
