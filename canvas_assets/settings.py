@@ -30,6 +30,9 @@ from pydantic import (
 
 from canvas_assets.institutions import (
     CANVAS_API_TOKEN_ENV,
+    CANVAS_CLIENT_ID_ENV,
+    CANVAS_CLIENT_SECRET_ENV,
+    CANVAS_REFRESH_TOKEN_ENV,
     DEFAULT_ACCOUNT_ID,
     DEFAULT_WAREHOUSE_SCHEMA,
     INSTITUTIONS_FILE_ENV,
@@ -39,6 +42,7 @@ from canvas_assets.institutions import (
     SemesterPatterns,
     SettingError,
     load_institutions,
+    single_credentials,
 )
 
 DEFAULT_STATE_DIR = ".canvas-assets"
@@ -122,6 +126,11 @@ class Settings(BaseModel):
     live_events_queue_configured: bool = False
     # Filled by from_env (and by validation when built directly): never read from a variable.
     institutions: tuple[Institution, ...] = ()
+    # Canvas by a developer key (OAuth2), the alternative to CANVAS_API_TOKEN: whether each of
+    # its variables is set (their values stay with dg.EnvVar). One way or the other, not both.
+    canvas_client_id_configured: bool = False
+    canvas_client_secret_configured: bool = False
+    canvas_refresh_token_configured: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -145,6 +154,15 @@ class Settings(BaseModel):
                 target_semesters=self.target_semesters,
                 auto_import=self.auto_import_semesters,
                 schema=self.warehouse_schema,
+                **single_credentials(
+                    self.canvas_token_configured,
+                    (
+                        self.canvas_client_id_configured,
+                        self.canvas_client_secret_configured,
+                        self.canvas_refresh_token_configured,
+                    ),
+                    self.canvas_configured,
+                ),
             )
             object.__setattr__(self, "institutions", (single,))
         return self
@@ -161,6 +179,9 @@ class Settings(BaseModel):
         values["canvas_token_configured"] = bool(env.get(CANVAS_API_TOKEN_ENV))
         values["warehouse_url_configured"] = bool(env.get(WAREHOUSE_URL_ENV))
         values["live_events_queue_configured"] = bool(env.get(QUEUE_URL_ENV))
+        values["canvas_client_id_configured"] = bool(env.get(CANVAS_CLIENT_ID_ENV))
+        values["canvas_client_secret_configured"] = bool(env.get(CANVAS_CLIENT_SECRET_ENV))
+        values["canvas_refresh_token_configured"] = bool(env.get(CANVAS_REFRESH_TOKEN_ENV))
         try:
             settings = cls.model_validate(values)
         except ValidationError as exc:
