@@ -51,6 +51,20 @@ def add_dev_command(commands: argparse._SubParsersAction) -> None:
         "queue and schema (canvas_<name>) in one Dagster instance.",
     )
     dev.add_argument(
+        "--oauth",
+        action="store_true",
+        help="Reach the sandbox with a developer key (OAuth2) instead of its token: the sandbox "
+        "serves the key, the stack authorises it once as `canvas-assets canvas connect` does, and "
+        "the code location gets CANVAS_CLIENT_ID, CANVAS_CLIENT_SECRET and CANVAS_REFRESH_TOKEN "
+        "(per institution with --institutions), sharing its access tokens through the warehouse.",
+    )
+    dev.add_argument(
+        "--token-lifetime",
+        type=float,
+        default=3600.0,
+        help="With --oauth: seconds each sandbox access token lives (Canvas: an hour).",
+    )
+    dev.add_argument(
         "--reset",
         action="store_true",
         help="Delete the state folder first (tables, Dagster history, the saved sandbox).",
@@ -72,6 +86,7 @@ def run_dev_command(args: argparse.Namespace) -> int:
             ui_port=args.port,
             change_interval_seconds=args.change_interval,
             institutions=args.institutions,
+            token_lifetime=args.token_lifetime if args.oauth else None,
         )
     except DevStackError as exc:
         print(f"canvas-assets dev: {exc}", file=sys.stderr)
