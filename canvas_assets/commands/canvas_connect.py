@@ -140,8 +140,14 @@ def _authorise(options: ConnectOptions, endpoint: TokenEndpoint, out: TextIO) ->
         )
     if "code" not in query:
         error = query.get("error", "no code")
+        fix = (
+            " Add them to the developer key's scopes (Admin > Developer Keys > edit the key)."
+            if error == "invalid_scope"
+            else ""
+        )
         raise CanvasError(
-            f"Canvas did not authorise the key ({error}: {query.get('error_description', '')})."
+            f"Canvas did not authorise the key ({error}: "
+            f"{query.get('error_description', '')}).{fix}"
         )
     return endpoint.exchange(query["code"], redirect_uri)
 
