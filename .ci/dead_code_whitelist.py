@@ -6,6 +6,7 @@ product's command line finds the local tools' subcommands by entry point.
 """
 
 from canvas_assets import definitions
+from canvas_assets.commands import canvas_connect
 from canvas_assets.defs import jobs
 from canvas_assets.settings import Settings
 from canvas_devstack import commands
@@ -19,6 +20,8 @@ Settings.canvas_base_url  # validated at load only (the value reaches resources 
 Settings.live_events_queue_url
 server._KeepAliveServer.error_log  # cheroot calls it
 server._QuietHandler.log_request  # werkzeug calls it
+canvas_connect._handler.do_GET  # http.server calls the callback handler's hooks
+canvas_connect._handler.log_message
 commands.add_dev_command  # entry points in local/pyproject.toml
 commands.add_sandbox_command
 Floor.chain  # reported through Floor.as_dict (the benchmark's floor figures)

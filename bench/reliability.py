@@ -56,7 +56,10 @@ HOW = {
     "row; the queue's RedrivePolicy moves it to a dead-letter queue",
     "schema drift: unknown new fields": "sandbox adds fields to every object",
     "schema drift: a required field missing": "sandbox drops enrollments' `type`",
-    "secrets": "full backfill, a Live Events tick, a failed and a good apply; everything scanned",
+    "secrets (token)": "full backfill, a Live Events tick, a failed and a good apply; "
+    "everything scanned",
+    "secrets (developer_key)": "the same through a developer key whose tokens live 2 s; "
+    "scanned for its secret, refresh token and every access token issued",
 }
 
 

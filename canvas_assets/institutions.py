@@ -13,7 +13,12 @@ did. Each institution becomes its own assets, partitions, schema and Canvas pool
         base_url: https://north.instructure.com
         account_id: self           # optional
         root_account_uuid: VicYj3cu5BIFpoZhDVU4DZumnlBrWi1grgJEzADs   # routes its Live Events
-        token_env: NORTH_CANVAS_TOKEN   # the environment variable holding its token
+        token_env: NORTH_CANVAS_TOKEN   # the environment variable holding its token, or a
+        # developer key (OAuth2) instead: the variables holding its client id, client secret
+        # and the refresh token of its authorisation (canvas-assets canvas connect)
+        # client_id_env: NORTH_CANVAS_CLIENT_ID
+        # client_secret_env: NORTH_CANVAS_CLIENT_SECRET
+        # refresh_token_env: NORTH_CANVAS_REFRESH_TOKEN
         target_semesters: "2026*"  # optional, as CANVAS_TARGET_SEMESTERS
         auto_import: true          # optional, as CANVAS_AUTO_IMPORT_SEMESTERS
         schema: canvas_north       # optional
@@ -21,7 +26,8 @@ did. Each institution becomes its own assets, partitions, schema and Canvas pool
 
 A bad file stops the code location at load with a message naming the entry and the field: an
 unknown key, a missing one, a duplicate name, uuid or schema, a token variable that is not set,
-or a bad semester pattern. Tokens stay in the environment (read by ``dg.EnvVar``).
+both a token and a developer key (or only part of a key), or a bad semester pattern. Tokens and
+keys stay in the environment (read by ``dg.EnvVar``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,11 @@ DEFAULT_ACCOUNT_ID = "self"
 DEFAULT_WAREHOUSE_SCHEMA = "canvas"
 INSTITUTIONS_FILE_ENV = "CANVAS_INSTITUTIONS_FILE"
 CANVAS_API_TOKEN_ENV = "CANVAS_API_TOKEN"
+CANVAS_CLIENT_ID_ENV = "CANVAS_CLIENT_ID"
+CANVAS_CLIENT_SECRET_ENV = "CANVAS_CLIENT_SECRET"
+CANVAS_REFRESH_TOKEN_ENV = "CANVAS_REFRESH_TOKEN"
+# A developer key's three variables (an entry's fields, or the single institution's names).
+KEY_FIELDS = ("client_id_env", "client_secret_env", "refresh_token_env")
 
 
 class SettingError(ValueError):
@@ -139,7 +150,12 @@ class Institution(BaseModel):
     base_url: BaseUrl | None = None
     account_id: AccountId = DEFAULT_ACCOUNT_ID
     root_account_uuid: str | None = Field(None, min_length=1)
-    token_env: EnvName = CANVAS_API_TOKEN_ENV
+    token_env: EnvName | None = CANVAS_API_TOKEN_ENV
+    # A developer key instead of a token: the variables of its client id, client secret and
+    # refresh token (all three, and token_env None).
+    client_id_env: EnvName | None = None
+    client_secret_env: EnvName | None = None
+    refresh_token_env: EnvName | None = None
     target_semesters: SemesterPatterns = ()
     auto_import: bool = True
     schema_name: SchemaName = Field(DEFAULT_WAREHOUSE_SCHEMA, alias="schema")
@@ -150,9 +166,14 @@ class Institution(BaseModel):
         """How messages and run configs name it: its name, or ``canvas`` for the single one."""
         return self.name or DEFAULT_WAREHOUSE_SCHEMA
 
+    @property
+    def developer_key(self) -> bool:
+        """Whether Canvas is reached with a developer key's tokens (else with token_env)."""
+        return self.client_id_env is not None
+
 
 _ENTRY_KEYS = set(Institution.model_fields) - {"schema_name"} | {"schema"}
-_REQUIRED = ("name", "base_url", "token_env")
+_REQUIRED = ("name", "base_url")
 
 
 def _entry_error(index: int, entry: object, message: str) -> SettingError:
@@ -174,8 +195,11 @@ def _entry(
     missing = [key for key in _REQUIRED if not entry.get(key)]
     if missing:
         raise _entry_error(index, entry, f"{missing[0]} is missing")
+    _one_credential(index, entry)
     values = {**defaults, **{k: v for k, v in entry.items() if v is not None}}
     values.setdefault("schema", f"canvas_{entry['name']}")
+    if entry.get("client_id_env"):
+        values["token_env"] = None
     try:
         institution = Institution.model_validate(values)
     except ValidationError as exc:
@@ -188,9 +212,63 @@ def _entry(
             index, entry, "root_account_uuid is missing (it routes the institution's Live "
             "Events from the shared queue; or give it a queue_url of its own)",
         )  # fmt: skip
-    if not environ.get(institution.token_env, "").strip():
-        raise _entry_error(index, entry, f"token_env {institution.token_env} is not set")
+    for key in ("token_env", *KEY_FIELDS):
+        variable = getattr(institution, key)
+        if variable is not None and not environ.get(variable, "").strip():
+            raise _entry_error(index, entry, f"{key} {variable} is not set")
     return institution
+
+
+def _one_credential(index: int, entry: dict) -> None:
+    """An entry reaches Canvas one way: a token (token_env), or a developer key (its three
+    variables, all of them)."""
+    given = [key for key in KEY_FIELDS if entry.get(key)]
+    if entry.get("token_env") and given:
+        raise _entry_error(
+            index, entry, f"token_env and {given[0]} are both given: name a token or a "
+            "developer key, not both",
+        )  # fmt: skip
+    if not entry.get("token_env") and not given:
+        raise _entry_error(
+            index, entry, "token_env is missing (or, for a developer key, client_id_env, "
+            "client_secret_env and refresh_token_env)",
+        )  # fmt: skip
+    missing = [key for key in KEY_FIELDS if not entry.get(key)]
+    if given and missing:
+        raise _entry_error(
+            index, entry, f"{missing[0]} is missing (a developer key needs client_id_env, "
+            "client_secret_env and refresh_token_env)",
+        )  # fmt: skip
+
+
+def single_credentials(
+    token: bool, key: tuple[bool, bool, bool], base_url: bool
+) -> dict[str, str | None]:
+    """How the single institution reaches Canvas, from which of its variables are set: a token
+    (``token``: CANVAS_API_TOKEN) or a developer key (``key``: CANVAS_CLIENT_ID,
+    CANVAS_CLIENT_SECRET, CANVAS_REFRESH_TOKEN), exactly one of them. With neither, a token
+    (the dev stack's sandbox sets it), unless CANVAS_BASE_URL names a Canvas."""
+    names = (CANVAS_CLIENT_ID_ENV, CANVAS_CLIENT_SECRET_ENV, CANVAS_REFRESH_TOKEN_ENV)
+    key_names = ", ".join(names[:2]) + f" and {names[2]}"
+    if token and any(key):
+        raise SettingError(
+            f"{CANVAS_API_TOKEN_ENV} and {key_names} are both set: reach Canvas one way, with "
+            "a token or with a developer key, and unset the other."
+        )
+    if any(key) and not all(key):
+        missing = next(name for name, present in zip(names, key, strict=True) if not present)
+        raise SettingError(
+            f"{missing} is not set: a developer key needs {key_names} (`canvas-assets canvas "
+            "connect` prints the refresh token)."
+        )
+    if not token and not any(key) and base_url:
+        raise SettingError(
+            f"CANVAS_BASE_URL is set but not how to reach it: set {CANVAS_API_TOKEN_ENV}, or "
+            f"{key_names}."
+        )
+    if not all(key):
+        return {"token_env": CANVAS_API_TOKEN_ENV}
+    return {"token_env": None, **dict(zip(KEY_FIELDS, names, strict=True))}
 
 
 def _unique(institutions: list[Institution]) -> None:

@@ -31,6 +31,9 @@ from pydantic import (
 
 from canvas_assets.institutions import (
     CANVAS_API_TOKEN_ENV,
+    CANVAS_CLIENT_ID_ENV,
+    CANVAS_CLIENT_SECRET_ENV,
+    CANVAS_REFRESH_TOKEN_ENV,
     DEFAULT_ACCOUNT_ID,
     DEFAULT_WAREHOUSE_SCHEMA,
     INSTITUTIONS_FILE_ENV,
@@ -42,6 +45,7 @@ from canvas_assets.institutions import (
     SemesterPatterns,
     SettingError,
     load_institutions,
+    single_credentials,
 )
 from canvas_assets.outcomes import redact_url
 
@@ -166,6 +170,11 @@ class Settings(BaseModel):
     live_events_queue_configured: bool = False
     # Filled by from_env (and by validation when built directly): never read from a variable.
     institutions: tuple[Institution, ...] = ()
+    # Canvas by a developer key (OAuth2), the alternative to CANVAS_API_TOKEN: whether each of
+    # its variables is set (their values stay with dg.EnvVar). One way or the other, not both.
+    canvas_client_id_configured: bool = False
+    canvas_client_secret_configured: bool = False
+    canvas_refresh_token_configured: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -189,6 +198,15 @@ class Settings(BaseModel):
                 target_semesters=self.target_semesters,
                 auto_import=self.auto_import_semesters,
                 schema=self.warehouse_schema,
+                **single_credentials(
+                    self.canvas_token_configured,
+                    (
+                        self.canvas_client_id_configured,
+                        self.canvas_client_secret_configured,
+                        self.canvas_refresh_token_configured,
+                    ),
+                    self.canvas_configured,
+                ),
             )
             object.__setattr__(self, "institutions", (single,))
         return self
@@ -206,6 +224,9 @@ class Settings(BaseModel):
         values["warehouse_url_configured"] = bool(env.get(WAREHOUSE_URL_ENV))
         values["live_events_queue_configured"] = bool(env.get(QUEUE_URL_ENV))
         _check_warehouse_url(env.get(WAREHOUSE_URL_ENV, "").strip())
+        values["canvas_client_id_configured"] = bool(env.get(CANVAS_CLIENT_ID_ENV))
+        values["canvas_client_secret_configured"] = bool(env.get(CANVAS_CLIENT_SECRET_ENV))
+        values["canvas_refresh_token_configured"] = bool(env.get(CANVAS_REFRESH_TOKEN_ENV))
         try:
             settings = cls.model_validate(values)
         except ValidationError as exc:
@@ -233,8 +254,11 @@ def _describe(exc: ValidationError) -> str:
     """One line per bad variable: its name, what it must be, and the value given."""
     lines = []
     for error in exc.errors():
-        name = str(error["loc"][0])  # the variable (a list's item index adds nothing)
         message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a check across variables: its message names them
+            lines.append(message)
+            continue
+        name = str(error["loc"][0])  # the variable (a list's item index adds nothing)
         given = repr(error.get("input"))
         lines.append(f"{name}: {message}" + ("." if given in message else f"; got {given}."))
     return " ".join(lines)

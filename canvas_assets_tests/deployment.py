@@ -21,6 +21,8 @@ ROLES_SQL = DEPLOY / "postgres" / "roles.sql"
 # Every variable that holds a secret: it may be named in deployment files, never given a value.
 SECRET_VARIABLES = (
     "CANVAS_API_TOKEN",
+    "CANVAS_CLIENT_SECRET",
+    "CANVAS_REFRESH_TOKEN",
     "CANVAS_WAREHOUSE_URL",
     "DAGSTER_POSTGRES_PASSWORD",
     "DAGSTER_PG_PASSWORD",

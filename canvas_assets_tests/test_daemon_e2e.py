@@ -85,10 +85,15 @@ def test_live_event_reaches_postgres_through_the_daemon(
     assert " - DEBUG - " not in log
 
 
-def test_two_institutions_in_one_local_stack_are_both_imported(postgres_url, tmp_path) -> None:
+@pytest.mark.parametrize("oauth", [False, True], ids=["token", "developer-key"])
+def test_two_institutions_in_one_local_stack_are_both_imported(
+    postgres_url, tmp_path, oauth
+) -> None:
     """Without this, a vendor's shape on a laptop (an institutions file, one code location,
     one shared queue every sandbox publishes to) could collide on asset keys, partitions,
-    pools or warehouse schemas, and only the second college to be onboarded would notice."""
+    pools or warehouse schemas, and only the second college to be onboarded would notice; and
+    `--oauth` (each institution reached with a developer key whose tokens it shares through its
+    schema) could hand the code location a key that does not work."""
     dagster_db = f"dagster_{uuid.uuid4().hex[:8]}"
     ensure_database(postgres_url, dagster_db)
     suffix = uuid.uuid4().hex[:6]
@@ -108,6 +113,8 @@ def test_two_institutions_in_one_local_stack_are_both_imported(postgres_url, tmp
         "--size", "small", "--port", str(free_port()), "--home", str(tmp_path / "home"),
         "--institutions", ",".join(names),
     ]  # fmt: skip
+    if oauth:  # tokens of ten seconds: the imports outlive some
+        args += ["--oauth", "--token-lifetime", "10"]
     proc = start_dev(args, env, log_path)
     try:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
@@ -131,6 +138,14 @@ def test_two_institutions_in_one_local_stack_are_both_imported(postgres_url, tmp
                 ).fetchone()[0]
                 for name in names
             ]
+            tokens = [
+                conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}.canvas_access_token").format(
+                        sql.Identifier(f"canvas_{name}")
+                    )
+                ).fetchone()[0]
+                for name in names
+            ]
     finally:
         assert stop_process_group(proc, 90.0, signal.SIGINT), (
             "canvas-assets dev did not stop on Ctrl-C"
@@ -139,3 +154,5 @@ def test_two_institutions_in_one_local_stack_are_both_imported(postgres_url, tmp
     log = log_path.read_text(errors="replace")
     assert all(f"institution {name}" in log for name in names)
     assert "one shared queue" in log and log.count("Started Dagster code server for") == 1
+    assert tokens == ([1, 1] if oauth else [0, 0])  # a key's shared token, in each schema
+    assert ("developer key" in log) == oauth

@@ -105,3 +105,31 @@ def test_dev_says_at_start_which_imported_semesters_are_no_longer_targeted(
     assert "CANVAS_TARGET_SEMESTERS" in line
     everything = Settings(CANVAS_WAREHOUSE_SCHEMA=warehouse.table_schema())
     assert untargeted_semesters(everything, postgres_url) == []
+
+
+def test_dev_with_oauth_gives_the_code_location_a_developer_key_that_works(
+    tmp_path, queue, warehouse, postgres_url, capsys, monkeypatch
+) -> None:
+    """Without this, `canvas-assets dev --oauth` could hand the code location half a key, or
+    the sandbox token after all, and trying the OAuth path locally would try nothing."""
+    import contextlib
+
+    from canvas_assets.commands.canvas_check import run_check
+    from canvas_assets.settings import Settings
+    from canvas_devstack.devstack import _single_site
+
+    env = {"CANVAS_LIVE_EVENTS_QUEUE_URL": queue.queue_url}
+    with contextlib.ExitStack() as stack:
+        site = _single_site(env, tmp_path, stack, "small", 3600.0, 3600.0)
+        assert "CANVAS_API_TOKEN" not in site.env
+        database = {"CANVAS_WAREHOUSE_URL": postgres_url,
+                    "CANVAS_WAREHOUSE_SCHEMA": warehouse.schema_name}  # fmt: skip
+        for name, value in {**site.env, **database}.items():  # as the code server gets them
+            monkeypatch.setenv(name, value)
+        settings = Settings.from_env()
+        assert settings.institutions[0].developer_key
+        capsys.readouterr()
+        code = run_check(settings)
+        output = capsys.readouterr().out
+    assert code == 0, output
+    assert "developer key CANVAS_CLIENT_ID" in output

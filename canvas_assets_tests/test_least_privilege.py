@@ -9,9 +9,10 @@ import pytest
 from psycopg import sql
 
 from canvas_assets.warehouse import WarehouseResource
+from canvas_assets.warehouse.tokens import StoredToken, write_token
 
 from .backfills import backfill, real_semesters
-from .deployment import database_url, roles_from_roles_sql, unique
+from .deployment import database_url, roles_from_roles_sql, run_roles_sql, unique
 from .truth import expected_semester, warehouse_semester
 
 SCHEMA = "canvas"  # the schema roles.sql gives the warehouse role (named in the SQL below)
@@ -98,3 +99,22 @@ def test_semester_backfill_runs_under_the_warehouse_role(
     with _connect(postgres_url, roles["warehouse_db"], roles["analyst_role"]) as conn:
         count = conn.execute("SELECT count(*) FROM canvas.courses").fetchone()[0]
         assert count == len(expected_semester(institution, semester)["courses"])
+
+
+def test_readers_never_see_the_canvas_access_token(postgres_url, roles) -> None:
+    """Without this, the developer key's current access token, which the warehouse keeps for
+    every process to share, could be read by any analyst holding the reader role (the schema's
+    default privileges give readers every new table) and used as the service account."""
+    url = database_url(postgres_url, roles["warehouse_db"], user=roles["warehouse_role"])
+    warehouse = WarehouseResource(url=url, schema_name=SCHEMA)
+    with warehouse.connect() as conn:  # migrated by the warehouse role, as in production
+        write_token(conn, SCHEMA, StoredToken("digest", "the-access-token", None, None))
+    for rerun in (False, True):  # an administrator may run roles.sql again later
+        if rerun:
+            run_roles_sql(postgres_url, **{k: v for k, v in roles.items() if k != "analyst_role"})
+        with _connect(postgres_url, roles["warehouse_db"], roles["analyst_role"]) as conn:
+            assert _denied(conn, "SELECT * FROM canvas.canvas_access_token")
+            assert conn.execute("SELECT count(*) FROM canvas.courses").fetchone() == (0,)
+    with warehouse.connect() as conn:  # the code location still reads its token
+        row = conn.execute("SELECT access_token FROM canvas.canvas_access_token").fetchone()
+        assert row == ("the-access-token",)

@@ -30,6 +30,11 @@ SOUTH = {**NORTH, "name": "south", "base_url": "https://south.example.edu",
          "root_account_uuid": "SouthUuid0000000000000000000000000000000",
          "token_env": "SOUTH_CANVAS_TOKEN"}  # fmt: skip
 TOKENS = {"NORTH_CANVAS_TOKEN": "n", "SOUTH_CANVAS_TOKEN": "s"}
+# An entry with a developer key (OAuth2) instead of a token.
+KEYED = {k: v for k, v in NORTH.items() if k != "token_env"} | {
+    "client_id_env": "NORTH_CLIENT_ID", "client_secret_env": "NORTH_CLIENT_SECRET",
+    "refresh_token_env": "NORTH_REFRESH_TOKEN"}  # fmt: skip
+KEY = {"NORTH_CLIENT_ID": "1", "NORTH_CLIENT_SECRET": "s", "NORTH_REFRESH_TOKEN": "r"}
 
 
 def _settings(tmp_path: Path, entries: object, **environ: str) -> Settings:
@@ -83,6 +88,14 @@ def test_an_institutions_file_becomes_one_code_location_with_names_of_its_own(tm
          "institutions[0] (north): base_url must start with http"),
         (None, {}, "is not YAML at line 1"),
         ([], {}, "must hold a non-empty list under 'institutions'"),
+        ([{**KEYED, "token_env": "NORTH_CANVAS_TOKEN"}], KEY,
+         "institutions[0] (north): token_env and client_id_env are both given"),
+        ([{k: v for k, v in KEYED.items() if k != "refresh_token_env"}], KEY,
+         "institutions[0] (north): refresh_token_env is missing (a developer key needs"),
+        ([{k: v for k, v in NORTH.items() if k != "token_env"}], {},
+         "institutions[0] (north): token_env is missing (or, for a developer key"),
+        ([KEYED], {**KEY, "NORTH_CLIENT_SECRET": ""},
+         "institutions[0] (north): client_secret_env NORTH_CLIENT_SECRET is not set"),
     ],
 )  # fmt: skip
 def test_each_kind_of_bad_institutions_file_names_the_entry_and_the_field(
@@ -94,6 +107,14 @@ def test_each_kind_of_bad_institutions_file_names_the_entry_and_the_field(
         _settings(tmp_path, entries, **environ)
     assert "CANVAS_INSTITUTIONS_FILE" in str(caught.value)
     assert message in str(caught.value)
+
+
+def test_an_entry_may_reach_canvas_with_a_developer_key(tmp_path) -> None:
+    """Without this, a vendor whose partner forbids manual tokens could not declare it."""
+    north, south = _settings(tmp_path, [KEYED, SOUTH], **KEY).institutions
+    assert north.developer_key and north.token_env is None
+    assert north.refresh_token_env == "NORTH_REFRESH_TOKEN"
+    assert not south.developer_key and south.token_env == "SOUTH_CANVAS_TOKEN"
 
 
 def test_without_the_file_the_single_institution_keeps_todays_names() -> None:

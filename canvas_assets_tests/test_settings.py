@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from canvas_assets.institutions import Institution
 from canvas_assets.settings import SettingError, Settings
 from canvas_devstack.preflight import check_canvas, check_warehouse
 from canvas_devstack.processes import DevStackError
@@ -41,7 +40,10 @@ BAD_VALUES = {
 }
 # Settings whose bad values only a server can judge: `canvas-assets dev` checks them before
 # it starts anything (tested below).
-CHECKED_BY_THE_DEV_PREFLIGHT = {"CANVAS_API_TOKEN", "CANVAS_DAGSTER_PG_URL"}
+CHECKED_BY_THE_DEV_PREFLIGHT = {
+    "CANVAS_API_TOKEN", "CANVAS_CLIENT_ID", "CANVAS_CLIENT_SECRET", "CANVAS_REFRESH_TOKEN",
+    "CANVAS_DAGSTER_PG_URL",
+}  # fmt: skip
 # Not ours to check: boto3 reads its own; the tests' own variables.
 NOT_OURS = {
     "AWS_ENDPOINT_URL_SQS",
@@ -75,10 +77,31 @@ def test_a_bad_value_fails_naming_its_variable(variable: str, bad: str) -> None:
     assert "hunter2" not in message
 
 
-def test_a_refused_canvas_token_stops_the_dev_preflight_naming_it(sandbox) -> None:
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({}, "CANVAS_API_TOKEN"),
+        ({"CANVAS_CLIENT_ID": "10000000000001"}, "CANVAS_CLIENT_SECRET"),
+        ({"CANVAS_API_TOKEN": "t", "CANVAS_CLIENT_ID": "1"}, "CANVAS_CLIENT_SECRET"),
+    ],
+)
+def test_incomplete_canvas_credentials_name_what_is_missing(given: dict, named: str) -> None:
+    """Without this, a Canvas with no credential, or half a developer key, loaded and failed
+    later in every run (or crashed the settings' own error message)."""
+    with pytest.raises(SettingError, match=named) as raised:
+        Settings.from_env({"CANVAS_BASE_URL": "https://school.instructure.com", **given})
+    assert "\n" not in str(raised.value)
+
+
+def test_a_refused_canvas_token_stops_the_dev_preflight_naming_it(sandbox, monkeypatch) -> None:
     """Without this, `canvas-assets dev` said "ready" with a token Canvas refuses."""
-    with pytest.raises(DevStackError, match="CANVAS_API_TOKEN"):
-        check_canvas(Institution(), sandbox.url, "wrong-token")
+    settings = Settings.from_env({"CANVAS_BASE_URL": sandbox.url, "CANVAS_API_TOKEN": "x"})
+    with monkeypatch.context() as env:
+        env.setenv("CANVAS_BASE_URL", sandbox.url)
+        env.setenv("CANVAS_API_TOKEN", "wrong-token")
+        with pytest.raises(DevStackError, match="CANVAS_API_TOKEN") as raised:
+            check_canvas(settings, settings.institutions[0])
+    assert "wrong-token" not in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_an_unreachable_dagster_database_stops_the_dev_preflight_naming_it() -> None:

@@ -23,9 +23,10 @@ from canvas_assets.tables.mapping import enrolled_people
 from canvas_assets.tables.spec import PerCourse
 
 COURSE_STATES_FETCHED = ("created", "claimed", "available", "completed")
+# The session checks that each include comes back (a scoped key may have them filtered away).
 COURSE_INCLUDES = ("term", "total_students", "teachers", "account_name")
 # A single course's JSON has no account_name include; its account object carries the name.
-SINGLE_COURSE_INCLUDES = (*COURSE_INCLUDES, "account")
+SINGLE_COURSE_INCLUDES = ("term", "total_students", "teachers", "account")
 # Above this many courses to re-read, one pass over the term's course list is cheaper.
 COURSE_LIST_THRESHOLD = 20
 # What the warehouse uses of a user (tables.mapping: user_row, display_name): only this is kept
@@ -42,12 +43,6 @@ USER_FIELDS = (
     "login_id",
     "created_at",
 )
-
-
-def fetch_account(session: CanvasSession) -> dict:
-    """The account the settings name: Canvas answers, accepts the token and has the account
-    (each failure raises an error naming the setting to fix)."""
-    return session.get(session.account_path())
 
 
 def fetch_terms(session: CanvasSession) -> list[dict]:
@@ -318,9 +313,7 @@ def fetch_courses(session: CanvasSession, term: dict, course_ids: Sequence[int])
     if len(course_ids) > COURSE_LIST_THRESHOLD:
         wanted = set(course_ids)
         courses = [
-            c
-            for c in _term_courses(session, term, SINGLE_COURSE_INCLUDES)
-            if int(c["id"]) in wanted
+            c for c in _term_courses(session, term, COURSE_INCLUDES) if int(c["id"]) in wanted
         ]
         # Courses not in the term's list were deleted or moved: find out which, one by one.
         outside = sorted(wanted - {int(c["id"]) for c in courses})

@@ -1,4 +1,10 @@
-"""The Canvas instance as a Dagster resource: settings in, a client session out."""
+"""The Canvas instance as a Dagster resource: settings in, a client session out.
+
+``CanvasResource`` reaches Canvas with a fixed access token (``CANVAS_API_TOKEN``). A developer
+key's tokens are shared through the warehouse, which this room does not know: the resource for
+them subclasses this one where both are wired together (``defs/canvas_oauth.py``) and gives its
+sessions another ``token_source``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,24 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from canvas_assets.canvas.errors import CanvasAuthError
 from canvas_assets.canvas.session import CanvasSession
+from canvas_assets.canvas.tokens import StaticToken, TokenSource
 
 
 class CanvasResource(dg.ConfigurableResource):
     """A Canvas LMS instance reached over its REST API with an access token."""
 
     base_url: str = Field(description="Canvas root URL, e.g. https://school.instructure.com")
-    api_token: str = Field(description="Canvas access token (use dg.EnvVar('CANVAS_API_TOKEN')).")
+    api_token: str | None = Field(
+        default=None,
+        description="Canvas access token (use dg.EnvVar('CANVAS_API_TOKEN')); None for a "
+        "developer key (the subclass in defs/canvas_oauth.py).",
+    )
+    token_setting: str = Field(
+        default="CANVAS_API_TOKEN",
+        description="The variable holding api_token, named in messages (never its value).",
+    )
     account_id: str = Field(
         default="self", description="Root account id to sync; 'self' is the token's root account."
     )
@@ -32,6 +48,12 @@ class CanvasResource(dg.ConfigurableResource):
     max_retries: int = Field(default=5, description="Retries for 5xx, connection errors, timeouts.")
     max_throttle_retries: int = Field(default=12)
 
+    def token_source(self) -> TokenSource:
+        """Where each request's token comes from."""
+        if not self.api_token:
+            raise CanvasAuthError(f"{self.token_setting} is not set: Canvas needs a token.")
+        return StaticToken(self.api_token, self.token_setting)
+
     def session(
         self,
         log: Any | None = None,
@@ -44,7 +66,7 @@ class CanvasResource(dg.ConfigurableResource):
         tick) calls that fail fast instead of the run-sized timeout and retry budget."""
         return CanvasSession(
             self.base_url,
-            self.api_token,
+            self.token_source(),
             self.account_id,
             max_concurrency=self.max_concurrency,
             rate_limit_floor=self.rate_limit_floor,

@@ -7,7 +7,14 @@ request with 403 "Rate Limit Exceeded" (newer versions: 429). The session keeps 
 in flight as those reports say the bucket admits (``limiter.BudgetLimiter``), lets the next page of
 a chain go before fan-out work, and waits and retries a throttled request instead of failing.
 Transient failures (5xx, connection errors, timeouts) are retried by urllib3 with jittered
-exponential backoff. The token is only ever placed in the Authorization header.
+exponential backoff.
+
+Tokens come from a ``TokenSource`` (``canvas.tokens``): a fixed token, or a developer key's shared
+token. A 401 with ``WWW-Authenticate`` (an expired or replaced token) asks the source for the
+current token and retries once; a 401 without it is a scoped key refusing a route, reported with
+the scope it lacks. Every ``include[]`` a request asks for must come back: Canvas filters them
+away for a scoped key without "Allow Include Parameters", and an answer without them would be
+stored as empty values. The token is only ever placed in the Authorization header.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ from urllib3.util.retry import Retry
 from canvas_assets.canvas.errors import (
     CanvasAuthError,
     CanvasError,
+    CanvasIncludesWithheldError,
     CanvasNotFoundError,
     CanvasPermissionError,
     CanvasRequestError,
+    CanvasScopeError,
     CanvasThrottledError,
 )
 from canvas_assets.canvas.limiter import (
@@ -39,6 +48,8 @@ from canvas_assets.canvas.limiter import (
     CanvasStats,
     Ticket,
 )
+from canvas_assets.canvas.scopes import endpoint_for
+from canvas_assets.canvas.tokens import TokenSource
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -48,7 +59,7 @@ RETRYABLE_STATUSES = (500, 502, 503, 504)
 BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
 
 
-def _is_throttle(response: requests.Response) -> bool:
+def is_throttle(response: requests.Response) -> bool:
     if response.status_code == 429:
         return True
     return response.status_code == 403 and "rate limit exceeded" in response.text.lower()
@@ -85,7 +96,7 @@ def normalize_base_url(base_url: str) -> str:
 
 
 class _BearerToken(requests.auth.AuthBase):
-    """The token in the Authorization header of every request. Set as the session's auth, it
+    """The token in the Authorization header of one request. Given as the request's auth, it
     also spares requests a look for a ~/.netrc file on every request."""
 
     def __init__(self, token: str) -> None:
@@ -96,6 +107,29 @@ class _BearerToken(requests.auth.AuthBase):
         return request
 
 
+def _includes(params: Any) -> list[str]:
+    """The names a request asks for with ``include[]``."""
+    pairs = params.items() if isinstance(params, dict) else (params or [])
+    found: list[str] = []
+    for name, value in pairs:
+        if name == "include[]":
+            found.extend(value if isinstance(value, list | tuple) else [value])
+    return [str(value) for value in found]
+
+
+def _route(display: str) -> str:
+    endpoint = endpoint_for(display)
+    return endpoint.route if endpoint else path_template(display)
+
+
+def _check_includes(body: Any, includes: list[str], display: str) -> None:
+    """Every object of the answer holds each field asked for with ``include[]``."""
+    objects = [item for item in (body if isinstance(body, list) else [body]) if item]
+    missing = sorted({name for item in objects for name in includes if name not in item})
+    if missing:
+        raise CanvasIncludesWithheldError(_route(display), missing)
+
+
 class CanvasSession:
     """One run's connection pool, limiter and counters. Thread safe; use it as a context
     manager so its connections are closed."""
@@ -103,7 +137,7 @@ class CanvasSession:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        tokens: TokenSource,
         account_id: str,
         *,
         max_concurrency: int,
@@ -122,6 +156,7 @@ class CanvasSession:
         self.stats = CanvasStats()
         self.limiter = BudgetLimiter(maximum=self.max_concurrency, reserve=rate_limit_floor)
         self._log = log
+        self._tokens = tokens
         self._http = requests.Session()
         retry = Retry(
             total=max_retries,
@@ -141,7 +176,6 @@ class CanvasSession:
         )
         self._http.mount("http://", adapter)
         self._http.mount("https://", adapter)
-        self._http.auth = _BearerToken(token)
         self._http.headers.update({"Accept": "application/json", "User-Agent": USER_AGENT})
 
     # -- low level ---------------------------------------------------------------------------
@@ -158,12 +192,13 @@ class CanvasSession:
             return path
         return f"{self.base_url}/api/v1/{path.lstrip('/')}"
 
-    def _get(self, url: str, params: Any) -> requests.Response:
+    def _get(self, url: str, params: Any, token: str) -> requests.Response:
         """A GET, again when the answer broke off mid-body (a reset, a cut connection): urllib3
         retries only failures before the body starts."""
+        auth = _BearerToken(token)
         for attempt in range(self.max_retries + 1):
             try:
-                return self._http.get(url, params=params, timeout=self.timeout_seconds)
+                return self._http.get(url, params=params, timeout=self.timeout_seconds, auth=auth)
             except BODY_ERRORS:
                 if attempt == self.max_retries:
                     raise
@@ -171,31 +206,46 @@ class CanvasSession:
                 time.sleep(min(10.0, 0.25 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
-    def _send(self, url: str, params: Any, display: str, priority: int) -> requests.Response:
-        """One GET (urllib3 retrying transient failures) holding a slot of the limiter."""
+    def _send(
+        self, url: str, params: Any, display: str, priority: int
+    ) -> tuple[requests.Response, str]:
+        """One GET (urllib3 retrying transient failures) holding a slot of the limiter; returns
+        the answer and the token it was sent with."""
         ticket: Ticket = self.limiter.acquire(priority)
         try:
-            response = self._get(url, params)
+            # Taken once the request may go: a token taken earlier could be replaced (by a
+            # refresh, here or in another process) while the request waits for its slot.
+            token = self._tokens.current()
+            response = self._get(url, params, token)
         except requests.RequestException as exc:
             self.limiter.release(ticket, None)
             raise CanvasRequestError(
                 f"Canvas did not answer GET {display} after retries "
                 f"({type(exc).__name__}). Check CANVAS_BASE_URL and that Canvas is reachable."
             ) from None
-        throttled = _is_throttle(response)
+        except BaseException:  # no token (Canvas refused the refresh, the store is down)
+            self.limiter.release(ticket, None)
+            raise
+        throttled = is_throttle(response)
         cost = _header_float(response, "X-Request-Cost")
         self.limiter.release(ticket, _remaining(response), cost, throttled=throttled)
         if cost is not None and not throttled:
             self.stats.add(cost=cost)
-        return response
+        return response, token
+
+    def _path(self, url: str) -> str:
+        """``/api/v1/...`` of a URL of this Canvas, without its query."""
+        return url.split("?", 1)[0].replace(self.base_url, "")
 
     def _request(self, url: str, params: Any = None, priority: int = FAN_OUT) -> requests.Response:
-        """GET with throttle handling; returns a 2xx response or raises a CanvasError."""
-        display = url.split("?", 1)[0].replace(self.base_url, "")
+        """GET with throttle handling and one retry after a rejected token; returns a 2xx
+        response or raises a CanvasError."""
+        display = self._path(url)
+        retried_token = False
         for attempt in range(self.max_throttle_retries + 1):
-            response = self._send(url, params, display, priority)
+            response, token = self._send(url, params, display, priority)
             remaining = _remaining(response)
-            throttled = _is_throttle(response)
+            throttled = is_throttle(response)
             history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
             self.stats.add(requests=1 + len(history), retries=len(history))
             self.stats.count_path(path_template(display), 1 + len(history))
@@ -208,6 +258,11 @@ class CanvasSession:
                     self._log.info(f"Canvas throttled GET {display}; waiting {wait:.1f}s")
                 time.sleep(wait)
                 continue
+            # Canvas marks an expired or replaced token with WWW-Authenticate.
+            rejected = response.status_code == 401 and "WWW-Authenticate" in response.headers
+            if rejected and not retried_token and self._tokens.replace(token):
+                retried_token = True
+                continue
             self._raise_for_status(response, display)
             return response
         raise CanvasThrottledError(
@@ -219,14 +274,19 @@ class CanvasSession:
         status = response.status_code
         if status < 400:
             return
-        if status == 401:
-            raise CanvasAuthError(
-                "Canvas rejected the API token (HTTP 401). Check CANVAS_API_TOKEN: it must be a "
-                "valid, unexpired access token for CANVAS_BASE_URL."
+        if status == 401 and "WWW-Authenticate" in response.headers:
+            raise CanvasAuthError(self._tokens.rejection)
+        if status == 401 and "insufficient scopes" in response.text.lower():
+            scope = f"url:GET|{_route(display)}"
+            raise CanvasScopeError(
+                f"Canvas refused GET {display}: the developer key lacks the scope {scope} (HTTP "
+                "401 Insufficient scopes on access token). Add it to the key's scopes (Admin > "
+                "Developer Keys > edit the key); `canvas-assets canvas check` lists any other "
+                "scope missing."
             )
-        if status == 403:
+        if status in (401, 403):
             raise CanvasPermissionError(
-                f"Canvas refused GET {display} (HTTP 403). The user behind CANVAS_API_TOKEN needs "
+                f"Canvas refused GET {display} (HTTP {status}): {self._tokens.who} needs "
                 "account-admin read access to courses, sections, enrollments and users."
             )
         if status == 404:
@@ -240,9 +300,14 @@ class CanvasSession:
 
     # -- API -----------------------------------------------------------------------------------
     def get(self, path: str, params: Any = None, *, priority: int = FAN_OUT) -> Any:
-        response = self._request(self._url(path), params, priority)
+        url = self._url(path)
+        response = self._request(url, params, priority)
         self.stats.add(pages=1)
-        return response.json()
+        body = response.json()
+        includes = _includes(params)
+        if includes:
+            _check_includes(body, includes, self._path(url))
+        return body
 
     def pages(
         self,
@@ -260,11 +325,15 @@ class CanvasSession:
             query.append(("per_page", 100))
         url: str | None = self._url(path)
         request_params: Any = query
+        includes = _includes(query)
         while url:
             response = self._request(url, request_params, priority)
             self.stats.add(pages=1)
             body = response.json()
-            yield body[key] if key is not None else body
+            items = body[key] if key is not None else body
+            if includes:
+                _check_includes(items, includes, self._path(url))
+            yield items
             next_url = response.links.get("next", {}).get("url")
             url = self._url(next_url) if next_url else None
             request_params = None  # the next URL already carries every parameter

@@ -21,7 +21,7 @@ import psycopg
 from tqdm import tqdm
 
 from canvas_assets.canvas import CanvasError, CanvasResource
-from canvas_assets.defs.resources import canvas_resource, warehouse_resource
+from canvas_assets.defs.resources import canvas_resource, ready, warehouse_resource
 from canvas_assets.institutions import Institution
 from canvas_assets.live_events import land
 from canvas_assets.live_events.parse import MAX_DEPTH, QuarantineError, load_json
@@ -211,20 +211,18 @@ class ReplayTarget:
 def resources(settings: Settings) -> ReplayTarget:
     """The institutions' resources, with their secrets resolved for use outside a run."""
     if settings.institutions_file is None:
+        credentials = settings.canvas_token_configured or settings.canvas_refresh_token_configured
         for name, present in (
             (CANVAS_BASE_URL_ENV, settings.canvas_configured),
-            (CANVAS_API_TOKEN_ENV, settings.canvas_token_configured),
+            (f"{CANVAS_API_TOKEN_ENV} (or a developer key)", credentials),
         ):
             if not present:
                 raise SettingError(f"{name} is not set; replay needs Canvas and the warehouse.")
-    sites = [
-        ReplaySite(
-            institution,
-            canvas_resource(settings, institution).process_config_and_initialize(),
-            warehouse_resource(settings, institution.schema_name).process_config_and_initialize(),
-        )
-        for institution in settings.institutions
-    ]
+    sites = []
+    for institution in settings.institutions:
+        warehouse = ready(warehouse_resource(settings, institution.schema_name))
+        canvas = ready(canvas_resource(settings, institution, warehouse))
+        sites.append(ReplaySite(institution, canvas, warehouse))
     shared = None
     if settings.institutions_file is not None:
         shared = warehouse_resource(settings, settings.shared_schema, SHARED)

@@ -8,9 +8,12 @@ the code runs and never shows them in the UI or run config.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import dagster as dg
 
 from canvas_assets.canvas import CanvasResource
+from canvas_assets.defs.canvas_oauth import OAuthCanvasResource
 from canvas_assets.defs.namespace import Namespace
 from canvas_assets.institutions import Institution
 from canvas_assets.live_events.sqs import SQSQueueResource
@@ -24,16 +27,37 @@ from canvas_assets.settings import (
 from canvas_assets.warehouse import WarehouseResource
 from canvas_assets.warehouse.migrate import SHARED
 
+R = TypeVar("R", bound=dg.ConfigurableResource)
 SHARED_QUEUE = "sqs"
 SHARED_WAREHOUSE = "warehouse_shared"
 
 
-def canvas_resource(settings: Settings, institution: Institution) -> CanvasResource:
-    return CanvasResource(
-        base_url=institution.base_url or dg.EnvVar(CANVAS_BASE_URL_ENV),
-        api_token=dg.EnvVar(institution.token_env),
-        account_id=institution.account_id,
-        max_concurrency=settings.max_concurrency,
+def canvas_resource(
+    settings: Settings, institution: Institution, warehouse: WarehouseResource | None = None
+) -> CanvasResource:
+    """The institution's Canvas: with its token, or with its developer key, whose shared access
+    token is kept in ``warehouse`` (the institution's schema)."""
+    common = {
+        "base_url": institution.base_url or dg.EnvVar(CANVAS_BASE_URL_ENV),
+        "account_id": institution.account_id,
+        "max_concurrency": settings.max_concurrency,
+    }
+    if not institution.developer_key:
+        assert institution.token_env is not None  # one way or the other (institutions.py)
+        return CanvasResource(
+            api_token=dg.EnvVar(institution.token_env), token_setting=institution.token_env,
+            **common,
+        )  # fmt: skip
+    names = [
+        institution.client_id_env, institution.client_secret_env, institution.refresh_token_env
+    ]  # fmt: skip
+    return OAuthCanvasResource(
+        client_id=dg.EnvVar(names[0]),
+        client_secret=dg.EnvVar(names[1]),
+        refresh_token=dg.EnvVar(names[2]),
+        key_settings=names,
+        warehouse=warehouse or warehouse_resource(settings, institution.schema_name),
+        **common,
     )
 
 
@@ -69,15 +93,24 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         resources[SHARED_WAREHOUSE] = warehouse_resource(settings, settings.shared_schema, SHARED)
     for institution in settings.institutions:
         namespace = Namespace(institution)
-        resources[namespace.resource_key("canvas")] = canvas_resource(settings, institution)
-        resources[namespace.resource_key("warehouse")] = warehouse_resource(
-            settings, institution.schema_name
+        warehouse = warehouse_resource(settings, institution.schema_name)
+        resources[namespace.resource_key("canvas")] = canvas_resource(
+            settings, institution, warehouse
         )
+        resources[namespace.resource_key("warehouse")] = warehouse
         if institution.queue_url:
             resources[namespace.resource_key("sqs")] = SQSQueueResource(
                 queue_url=institution.queue_url, region_name=settings.aws_region
             )
     return resources
+
+
+def ready(resource: R) -> R:
+    """A resource with its ``dg.EnvVar``s resolved, for a command (outside a run). A resource
+    that holds another (a developer key's Canvas holds its warehouse) is set up as a context
+    manager by Dagster; none of these tears anything down, so it is used after the block."""
+    with resource.process_config_and_initialize_cm() as resolved:
+        return resolved
 
 
 def institution_resource(resources: object, namespace: Namespace, kind: str):

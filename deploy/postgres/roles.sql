@@ -20,7 +20,9 @@
 --                   tables (with TEMP tables for COPY). It cannot create schemas, read or write
 --                   any other schema, or connect to the Dagster database.
 --   reader_role     NOLOGIN group for whoever reads the tables (a CRM integration, analysts):
---                   SELECT on the schema's tables, present and future. Grant it to login roles.
+--                   SELECT on the schema's tables, present and future, except
+--                   canvas_access_token (a developer key's current Canvas access token, which
+--                   only the code location reads). Grant it to login roles.
 -- A vendor's deployment (one code location, CANVAS_INSTITUTIONS_FILE): run this once per
 -- institution's schema, and once for the shared schema (CANVAS_SHARED_SCHEMA), with the same
 -- warehouse_role (the code location's one CANVAS_WAREHOUSE_URL) and a reader_role per schema,
@@ -62,5 +64,10 @@ GRANT USAGE ON SCHEMA :"warehouse_schema" TO :"reader_role";
 GRANT SELECT ON ALL TABLES IN SCHEMA :"warehouse_schema" TO :"reader_role";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"warehouse_role" IN SCHEMA :"warehouse_schema"
     GRANT SELECT ON TABLES TO :"reader_role";
+-- The Canvas access token is the code location's alone. Its migration takes back what the
+-- default privileges give; a second run of this file must not give it back.
+SELECT format('REVOKE ALL ON TABLE %I.canvas_access_token FROM %I',
+              :'warehouse_schema', :'reader_role')
+ WHERE to_regclass(format('%I.canvas_access_token', :'warehouse_schema')) IS NOT NULL \gexec
 
 REVOKE :"dagster_role", :"warehouse_role" FROM CURRENT_USER;

@@ -53,6 +53,21 @@ def add_dev_command(commands: argparse._SubParsersAction) -> None:
         "institutions file, one code location and one shared queue (default: one institution).",
     )
     dev.add_argument(
+        "--oauth",
+        action="store_true",
+        help="Reach the sandbox with a developer key (OAuth2) instead of its token: the sandbox "
+        "serves the key, the stack authorises it once as `canvas-assets canvas connect` does, and "
+        "the code location gets CANVAS_CLIENT_ID, CANVAS_CLIENT_SECRET and CANVAS_REFRESH_TOKEN "
+        "(per institution with --institutions), sharing its access tokens through the warehouse "
+        "(default: the sandbox's token).",
+    )
+    dev.add_argument(
+        "--token-lifetime",
+        type=float,
+        default=3600.0,
+        help="With --oauth: seconds each sandbox access token lives (default: 3600, as Canvas).",
+    )
+    dev.add_argument(
         "--reset",
         action="store_true",
         help="Delete the state folder first: tables, Dagster history, the saved sandbox "
@@ -82,6 +97,7 @@ def run_dev_command(args: argparse.Namespace) -> int:
             change_interval_seconds=args.change_interval,
             institutions=args.institutions,
             verbose=args.verbose,
+            token_lifetime=args.token_lifetime if args.oauth else None,
         )
     except DevStackError as exc:
         print(f"canvas-assets dev: {exc}", file=sys.stderr)
@@ -161,6 +177,33 @@ def add_sandbox_command(commands: argparse._SubParsersAction) -> None:
         "close each connection).",
     )
     sandbox.add_argument(
+        "--developer-key",
+        action="store_true",
+        help="Also serve Canvas's OAuth2 endpoints for an API developer key (client id "
+        "10000000000001, secret sandbox-client-secret, redirect URI "
+        "http://127.0.0.1:8765/oauth/callback): authorize, then the authorization_code and "
+        "refresh_token grants (default: the token only).",
+    )
+    sandbox.add_argument(
+        "--token-lifetime",
+        type=float,
+        default=3600.0,
+        help="With --developer-key: seconds an access token lives (default: 3600).",
+    )
+    sandbox.add_argument(
+        "--scope",
+        action="append",
+        dest="scopes",
+        help="With --developer-key: make it a scoped key holding this scope (repeat for each, "
+        "e.g. url:GET|/api/v1/accounts/:account_id/courses); default: an unscoped key.",
+    )
+    sandbox.add_argument(
+        "--allow-includes",
+        action="store_true",
+        help='With --scope: the key\'s "Allow Include Parameters" (default: off, include[] '
+        "is dropped).",
+    )
+    sandbox.add_argument(
         "--describe",
         type=Path,
         help="Write each term's shape (JSON) for computing the least time a sync can take "
@@ -172,13 +215,22 @@ def add_sandbox_command(commands: argparse._SubParsersAction) -> None:
 def run_sandbox_command(args: argparse.Namespace) -> int:
     from canvas_assets.canvas.fetch import COURSE_STATES_FETCHED
     from canvas_assets.tables.registry import ENROLLMENT_STATES_FETCHED
+    from canvas_sandbox import DeveloperKey
     from canvas_sandbox.server import serve
 
+    key = None
+    if args.developer_key:
+        key = DeveloperKey(
+            scopes=tuple(args.scopes) if args.scopes else None,
+            allow_includes=args.allow_includes,
+            token_lifetime_seconds=args.token_lifetime,
+        )
     serve(
         size=args.size, port=args.port, token=args.token, seed=args.seed,
         scale=args.scale, account_users=args.account_users, latency_ms=args.latency_ms,
         server_time=args.server_time, network_ms=args.network_ms,
         cache_pages=args.cache_pages, keep_alive=args.keep_alive,
         describe=args.describe, states=(COURSE_STATES_FETCHED, ENROLLMENT_STATES_FETCHED),
+        developer_key=key,
     )  # fmt: skip
     return 0

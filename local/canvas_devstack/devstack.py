@@ -5,7 +5,9 @@ Pieces (``tools/local_pieces.py``): embedded PostgreSQL (unless CANVAS_WAREHOUSE
 from moto's server mode (unless CANVAS_LIVE_EVENTS_QUEUE_URL), and the Canvas sandbox with its
 change driver (unless CANVAS_BASE_URL). With ``--institutions north,south`` the stack serves one
 sandbox institution per name, each its own code location with its own queue and schema, in one
-Dagster instance and one PostgreSQL.
+Dagster instance and one PostgreSQL. With ``--oauth`` each sandbox serves a developer key,
+which the stack authorises once, as ``canvas-assets canvas connect`` does: the code location gets
+the key and its refresh token instead of the sandbox token.
 
 State lives in one folder: CANVAS_ASSETS_HOME (or ``--home``) when given, else ``.canvas-assets``
 in the canvas-assets project folder around the current directory; started anywhere else, the
@@ -38,6 +40,7 @@ from canvas_devstack.console import (
 from canvas_devstack.local_pieces import (
     SANDBOX_SHARD,
     SANDBOX_TOKEN,
+    StartedSandbox,
     start_postgres,
     start_sandbox,
     start_sqs,
@@ -57,7 +60,7 @@ LOCATION = "canvas_assets"
 # a Canvas token, the warehouse URL or AWS credentials.
 CODE_ONLY = (
     "CANVAS_INSTITUTION", "CANVAS_INSTITUTIONS_FILE", "CANVAS_BASE_URL", "CANVAS_API_TOKEN",
-    "CANVAS_ACCOUNT_ID",
+    "CANVAS_CLIENT_ID", "CANVAS_CLIENT_SECRET", "CANVAS_REFRESH_TOKEN", "CANVAS_ACCOUNT_ID",
     "CANVAS_WAREHOUSE_URL", "CANVAS_LIVE_EVENTS_QUEUE_URL", "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
 )  # fmt: skip
@@ -65,7 +68,8 @@ CODE_ONLY = (
 DEV_ENV_NAMES = (
     "DAGSTER_HOME", "CANVAS_ASSETS_HOME", "CANVAS_DAGSTER_PG_URL", "CANVAS_WAREHOUSE_URL",
     "CANVAS_INSTITUTIONS_FILE",
-    "CANVAS_BASE_URL", "CANVAS_API_TOKEN", "CANVAS_LIVE_EVENTS_QUEUE_URL", "AWS_ENDPOINT_URL_SQS",
+    "CANVAS_BASE_URL", "CANVAS_API_TOKEN", "CANVAS_CLIENT_ID", "CANVAS_CLIENT_SECRET",
+    "CANVAS_REFRESH_TOKEN", "CANVAS_LIVE_EVENTS_QUEUE_URL", "AWS_ENDPOINT_URL_SQS",
     "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
 )  # fmt: skip
 
@@ -78,6 +82,24 @@ class Site:
 
     location: str
     env: dict[str, str] = field(default_factory=dict)
+
+
+# Where a sandbox's credentials go: the variables themselves (the single institution), and the
+# entry fields naming them (an institutions file).
+KEY_VARIABLES = ("CANVAS_CLIENT_ID", "CANVAS_CLIENT_SECRET", "CANVAS_REFRESH_TOKEN")
+KEY_FIELDS = ("client_id_env", "client_secret_env", "refresh_token_env")
+
+
+def _credentials(sandbox: StartedSandbox, prefix: str = "") -> tuple[dict, dict]:
+    """The variables a sandbox's credentials are given in (``prefix`` + their usual names) and
+    the institutions-file fields that name them."""
+    if sandbox.key is None:
+        variable = f"{prefix}CANVAS_TOKEN" if prefix else "CANVAS_API_TOKEN"
+        return {variable: SANDBOX_TOKEN}, {"token_env": variable}
+    values = (sandbox.key.client_id, sandbox.key.client_secret, sandbox.key.refresh_token)
+    names = (f"{prefix}{name}" for name in KEY_VARIABLES)
+    variables = dict(zip(names, values, strict=True))
+    return variables, dict(zip(KEY_FIELDS, variables, strict=True))
 
 
 def project_root(start: Path) -> Path | None:
@@ -109,8 +131,11 @@ def state_folder(settings: Settings, home: Path | None, cwd: Path) -> Path:
     return root / STATE_FOLDER
 
 
-def _single_site(env: dict[str, str], home: Path, stack, size: str, interval: float) -> Site:
-    """One code location: the user's Canvas and queue where configured, else local ones."""
+def _single_site(
+    env: dict[str, str], home: Path, stack, size: str, interval: float, lifetime: float | None
+) -> Site:
+    """One code location: the user's Canvas and queue where configured, else local ones (with a
+    developer key whose tokens live ``lifetime`` seconds, when given)."""
     site = Site(LOCATION, {k: env[k] for k in CODE_ONLY if k in env})
     client = None
     if not env.get("CANVAS_LIVE_EVENTS_QUEUE_URL"):
@@ -119,18 +144,31 @@ def _single_site(env: dict[str, str], home: Path, stack, size: str, interval: fl
         site.env["CANVAS_LIVE_EVENTS_QUEUE_URL"] = queue
     print(f"live events queue: {site.env['CANVAS_LIVE_EVENTS_QUEUE_URL']}")
     if env.get("CANVAS_BASE_URL"):
+        if lifetime is not None:
+            raise DevStackError(
+                "--oauth gives the sandbox a developer key; with CANVAS_BASE_URL set, configure "
+                "your own key (CANVAS_CLIENT_ID, CANVAS_CLIENT_SECRET, CANVAS_REFRESH_TOKEN)."
+            )
         print(f"canvas: {env['CANVAS_BASE_URL']} (CANVAS_BASE_URL)")
         return site
     changes = (client, site.env["CANVAS_LIVE_EVENTS_QUEUE_URL"], interval) if client else None
-    sandbox = start_sandbox(home / f"sandbox-{size}.pickle", size, 0, stack, changes)
-    site.env.update(
-        CANVAS_BASE_URL=sandbox.url, CANVAS_API_TOKEN=SANDBOX_TOKEN, CANVAS_ACCOUNT_ID="self"
-    )
+    path = home / f"sandbox-{size}.pickle"
+    sandbox = start_sandbox(path, size, 0, stack, changes, token_lifetime=lifetime)
+    variables, _ = _credentials(sandbox)
+    for name in ("CANVAS_API_TOKEN", *KEY_VARIABLES):  # the sandbox's own, one way only
+        site.env.pop(name, None)
+    site.env.update(CANVAS_BASE_URL=sandbox.url, CANVAS_ACCOUNT_ID="self", **variables)
     return site
 
 
 def _institution_sites(
-    env: dict[str, str], names: list[str], home: Path, stack, size: str, interval: float
+    env: dict[str, str],
+    names: list[str],
+    home: Path,
+    stack,
+    size: str,
+    interval: float,
+    lifetime: float | None,
 ) -> list[Site]:
     """A vendor's deployment: one code location serving a sandbox institution per name (its own
     shard, root account uuid and schema canvas_<name>), all publishing to one shared queue,
@@ -148,15 +186,16 @@ def _institution_sites(
     for index, name in enumerate(names):
         path = home / f"sandbox-{size}-{name}.pickle"
         shard = SANDBOX_SHARD + index
-        sandbox = start_sandbox(path, size, index, stack, (client, queue, interval), shard)
-        token_env = f"{name.upper()}_CANVAS_TOKEN"
-        site.env[token_env] = SANDBOX_TOKEN
+        changes = (client, queue, interval)
+        sandbox = start_sandbox(path, size, index, stack, changes, shard, lifetime)
+        variables, fields_ = _credentials(sandbox, f"{name.upper()}_")
+        site.env.update(variables)
         entries.append(
             {
                 "name": name,
                 "base_url": sandbox.url,
                 "root_account_uuid": sandbox.root_account_uuid,
-                "token_env": token_env,
+                **fields_,
             }
         )
         print(f"institution {name}: shard {shard}, schema canvas_{name}")
@@ -170,12 +209,19 @@ def _institution_sites(
 def _write_dev_env(env: dict[str, str], home: Path, stack: contextlib.ExitStack) -> None:
     """``<state>/dev.env``: the stack's addresses, for Dagster's CLI in another terminal."""
     started = {name: env[name] for name in DEV_ENV_NAMES if name in env}
-    # The sandbox institutions' tokens (CANVAS_INSTITUTIONS_FILE names them): not secrets.
+    # The sandbox institutions' tokens and keys (CANVAS_INSTITUTIONS_FILE names them): not
+    # secrets. The user's own never reach here (--institutions serves sandboxes only).
     started.update(
-        {k: v for k, v in env.items() if k.endswith("_CANVAS_TOKEN") and v == SANDBOX_TOKEN}
+        {
+            k: v
+            for k, v in env.items()
+            if k.endswith(("_CANVAS_TOKEN", *(f"_{name}" for name in KEY_VARIABLES)))
+            and k not in os.environ
+        }
     )
-    if os.environ.get("CANVAS_API_TOKEN"):
-        started.pop("CANVAS_API_TOKEN", None)  # the user's own token is never written
+    for name in ("CANVAS_API_TOKEN", *KEY_VARIABLES):
+        if os.environ.get(name):
+            started.pop(name, None)  # the user's own token or key is never written
     if os.environ.get("CANVAS_WAREHOUSE_URL"):
         started.pop("CANVAS_WAREHOUSE_URL", None)
         started.pop("CANVAS_DAGSTER_PG_URL", None)
@@ -248,8 +294,7 @@ def _preflight(settings: Settings, env: dict[str, str]) -> None:
     if not (env.get("CANVAS_BASE_URL") or settings.institutions_file):
         return  # the stack serves its own sandbox
     for institution in settings.institutions:
-        base_url = institution.base_url or env.get("CANVAS_BASE_URL", "")
-        check_canvas(institution, base_url, env.get(institution.token_env, ""))
+        check_canvas(settings, institution)
 
 
 def run_dev(
@@ -261,7 +306,9 @@ def run_dev(
     change_interval_seconds: float = 15.0,
     institutions: list[str] | None = None,
     verbose: bool = False,
+    token_lifetime: float | None = None,
 ) -> int:
+    """Start the stack; ``token_lifetime``: its sandboxes serve a developer key (--oauth)."""
     folder = state_folder(settings, home, Path.cwd())
     env = dict(os.environ)
     env["CANVAS_ASSETS_HOME"] = str(folder)
@@ -277,10 +324,12 @@ def run_dev(
                 say(line)
             if institutions:
                 sites = _institution_sites(
-                    env, institutions, folder, stack, size, change_interval_seconds
+                    env, institutions, folder, stack, size, change_interval_seconds, token_lifetime
                 )
             else:
-                sites = [_single_site(env, folder, stack, size, change_interval_seconds)]
+                sites = [
+                    _single_site(env, folder, stack, size, change_interval_seconds, token_lifetime)
+                ]
             services = _start_dagster(env, sites, folder, ui_port, stack, verbose)
             _write_dev_env({**env, **sites[0].env}, folder, stack)
             code = _serve(services, env, settings.dev_exit_when_ready)

@@ -10,6 +10,7 @@ import pickle
 import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from canvas_assets.outcomes import first_line, redact_url
 from canvas_assets.warehouse.embedded import (
@@ -22,6 +23,8 @@ from canvas_devstack.processes import free_port
 
 SANDBOX_TOKEN = "sandbox-token"
 SANDBOX_SHARD = 2107  # the first sandbox's shard; each further institution gets the next
+# The sandbox's developer key redirects here (nothing listens: the stack reads the redirect).
+SANDBOX_REDIRECT_URI = "http://127.0.0.1:8765/oauth/callback"
 LOCAL_SQS_CREDENTIALS = {"aws_access_key_id": "local-sqs", "aws_secret_access_key": "local-sqs"}
 
 
@@ -110,9 +113,41 @@ def _drive_changes(institution, driver, path: Path, size: str, interval: float, 
 
 
 @dataclass(frozen=True)
+class KeyCredentials:
+    """A sandbox developer key and the refresh token of its authorisation: what an institution
+    configures instead of a token (sandbox values, not secrets)."""
+
+    client_id: str
+    client_secret: str
+    refresh_token: str
+
+
+@dataclass(frozen=True)
 class StartedSandbox:
     url: str
     root_account_uuid: str
+    key: KeyCredentials | None = None
+
+
+def authorise(url: str, client_id: str, client_secret: str) -> KeyCredentials:
+    """The one-time authorisation `canvas-assets canvas connect` makes, done by the stack itself:
+    the sandbox's service account authorises at once, so the redirect is read, not served."""
+    import requests
+
+    from canvas_assets.canvas.oauth import TokenEndpoint
+    from canvas_assets.canvas.scopes import SCOPES
+
+    endpoint = TokenEndpoint(url, client_id, client_secret)
+    answer = requests.get(
+        endpoint.authorize_url(SANDBOX_REDIRECT_URI, "dev", SCOPES),
+        allow_redirects=False,
+        timeout=30,
+    )
+    code = parse_qs(urlsplit(answer.headers.get("Location", "")).query).get("code")
+    if answer.status_code != 302 or not code:
+        raise RuntimeError(f"the sandbox did not authorise its developer key: {answer.text}")
+    refresh_token = endpoint.exchange(code[0], SANDBOX_REDIRECT_URI).refresh_token
+    return KeyCredentials(client_id, client_secret, refresh_token)
 
 
 def start_sandbox(
@@ -122,14 +157,25 @@ def start_sandbox(
     stack: contextlib.ExitStack,
     changes: tuple | None = None,
     shard_id: int = SANDBOX_SHARD,
+    token_lifetime: float | None = None,
 ) -> StartedSandbox:
     """Serve the institution saved at ``path`` (or a new one); with ``changes`` = (SQS client,
-    queue URL, seconds), change it and publish its Live Events."""
-    from canvas_sandbox import ChangeDriver, SandboxServer
+    queue URL, seconds), change it and publish its Live Events; with ``token_lifetime``, serve
+    a developer key whose tokens live that many seconds, authorised once (``key``)."""
+    from canvas_sandbox import ChangeDriver, DeveloperKey, SandboxServer
 
     institution, restored = load_institution(path, size, seed, shard_id)
     save_institution(institution, path, size)
-    sandbox = SandboxServer(institution, token=SANDBOX_TOKEN, port=free_port()).start()
+    developer_key = None
+    if token_lifetime is not None:
+        developer_key = DeveloperKey(
+            client_secret=f"sandbox-secret-{shard_id}",
+            redirect_uris=(SANDBOX_REDIRECT_URI,),
+            token_lifetime_seconds=token_lifetime,
+        )
+    sandbox = SandboxServer(
+        institution, token=SANDBOX_TOKEN, port=free_port(), developer_key=developer_key
+    ).start()
     stack.callback(sandbox.stop)
     if changes is not None:
         client, queue_url, interval = changes
@@ -148,5 +194,12 @@ def start_sandbox(
         stack.callback(thread.join, 10)
         stack.callback(stop.set)
     state = f"restored from {path.name}" if restored else "newly generated"
-    print(f"canvas: sandbox ({size}, {state}) at {sandbox.url}, token {SANDBOX_TOKEN}")
-    return StartedSandbox(sandbox.url, institution.root_account_uuid)
+    if developer_key is None:
+        print(f"canvas: sandbox ({size}, {state}) at {sandbox.url}, token {SANDBOX_TOKEN}")
+        return StartedSandbox(sandbox.url, institution.root_account_uuid)
+    key = authorise(sandbox.url, developer_key.client_id, developer_key.client_secret)
+    print(
+        f"canvas: sandbox ({size}, {state}) at {sandbox.url}, developer key "
+        f"{developer_key.client_id} (tokens live {token_lifetime:g} s)"
+    )
+    return StartedSandbox(sandbox.url, institution.root_account_uuid, key)

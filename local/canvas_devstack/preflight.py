@@ -4,10 +4,11 @@ with one line naming the setting to fix and what failed, the password masked."""
 
 from __future__ import annotations
 
+import dagster as dg
 import psycopg
 
-from canvas_assets.canvas import CanvasError, CanvasSession
-from canvas_assets.canvas.fetch import fetch_account
+from canvas_assets.commands.canvas_check import check_institution
+from canvas_assets.defs.resources import canvas_resource, ready
 from canvas_assets.institutions import Institution, semester_matches
 from canvas_assets.outcomes import first_line, redact_url
 from canvas_assets.settings import Settings
@@ -51,19 +52,17 @@ def check_warehouse(url: str, setting: str = "CANVAS_WAREHOUSE_URL") -> None:
         ) from None
 
 
-def check_canvas(institution: Institution, base_url: str, token: str) -> None:
-    """Reach the institution's Canvas with its token and find its account; a DevStackError
-    names the setting to fix (the Canvas client's errors name it)."""
+def check_canvas(settings: Settings, institution: Institution) -> None:
+    """`canvas-assets canvas check` of the institution's Canvas (reachable, credentials
+    accepted, account found, every endpoint allowed); a DevStackError says the first failure
+    and its fix in one line, naming the setting."""
     where = f"institution {institution.name}: " if institution.name else ""
-    session = CanvasSession(
-        base_url, token, institution.account_id, max_concurrency=1, rate_limit_floor=0.0,
-        timeout_seconds=CHECK_TIMEOUT_SECONDS, max_retries=1, max_throttle_retries=2,
-    )  # fmt: skip
     try:
-        with session:
-            fetch_account(session)
-    except CanvasError as exc:
+        report = check_institution(ready(canvas_resource(settings, institution)))
+    except dg.DagsterInvalidConfigError as exc:  # a credential's variable is not set
         raise DevStackError(f"{where}{first_line(exc)}") from None
+    if report.failed:
+        raise DevStackError(f"{where}{report.first_failure()}")
 
 
 def untargeted_semesters(settings: Settings, warehouse_url: str) -> list[str]:

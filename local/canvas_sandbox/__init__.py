@@ -20,17 +20,22 @@
 * ``ChangeDriver`` mutates the institution and publishes the matching Live Events (Canvas
   envelope format) to SQS, optionally duplicated, reordered or dropped; ``rename_course``
   makes one known change and returns its event.
+* ``DeveloperKey`` gives a ``SandboxServer`` Canvas's OAuth2 endpoints (``oauth.py``): the
+  authorize redirect, the authorization-code and refresh grants, expiring tokens replaced by
+  each refresh, and a scoped-key mode (routes outside its scopes refused, includes dropped).
 """
 
 from .changes import ChangeDriver, envelope, rename_course, send_envelopes
 from .faults import Faults
 from .institution import SHARD_ID, SIZES, Institution, generate_institution, global_id
+from .oauth import DeveloperKey
 from .server import SandboxServer
 
 __all__ = [
     "SHARD_ID",
     "SIZES",
     "ChangeDriver",
+    "DeveloperKey",
     "Faults",
     "Institution",
     "SandboxServer",

@@ -16,6 +16,11 @@ institution changes, so serving stays cheap and the sandbox is not what a benchm
 only for institutions changed through ``Institution.stamp``).
 ``GET /_sandbox/stats`` (outside Canvas's ``/api/v1``) reports the sandbox's own counters and CPU
 time.
+
+Authentication: the fixed ``token`` (a manually generated access token), and, with a
+``developer_key``, Canvas's OAuth2 endpoints and the tokens they issue (``oauth.py``): tokens that
+expire, a refresh that replaces the previous token, and a scoped-key mode that refuses routes
+outside the key's scopes and drops ``include[]``. Each route's scope is in ``ROUTE_SCOPES``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import cheroot.wsgi
+from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -42,7 +48,15 @@ from werkzeug.wrappers import Request, Response
 from .faults import Faults, cut_halfway, reset_connection
 from .institution import GLOBAL_ID_BASE, Institution, generate_institution
 from .model import term_shape
-from .throttle import Throttle, cost_of, fmt
+from .oauth import (
+    INCLUDE_PARAMS,
+    SERVICE_USER,
+    Authorisation,
+    DeveloperKey,
+    OAuthProvider,
+    unknown_client,
+)
+from .throttle import BASE_COST, Throttle, cost_of, fmt
 
 JSON_TYPE = "application/json; charset=utf-8"
 THROTTLED_BODY = "403 Forbidden (Rate Limit Exceeded)"
@@ -90,6 +104,28 @@ COST_KINDS = {
     "/accounts/<aid>/users": "users",
     "/users/<uid>": "users",
 }
+# Each route's scope, as Canvas's routes name it: a scoped developer key's tokens are refused on
+# a route whose scope the key (and the token) lacks.
+ROUTE_SCOPES = {
+    "/accounts/<aid>": "/api/v1/accounts/:id",
+    "/accounts/<aid>/sub_accounts": "/api/v1/accounts/:account_id/sub_accounts",
+    "/accounts/<aid>/terms": "/api/v1/accounts/:account_id/terms",
+    "/accounts/<aid>/courses": "/api/v1/accounts/:account_id/courses",
+    "/accounts/<aid>/users": "/api/v1/accounts/:account_id/users",
+    "/accounts/<aid>/enrollments/<eid>": "/api/v1/accounts/:account_id/enrollments/:id",
+    "/courses/<cid>": "/api/v1/courses/:id",
+    "/courses/<cid>/sections": "/api/v1/courses/:course_id/sections",
+    "/courses/<cid>/sections/<sid>": "/api/v1/courses/:course_id/sections/:id",
+    "/courses/<cid>/enrollments": "/api/v1/courses/:course_id/enrollments",
+    "/sections/<sid>": "/api/v1/sections/:id",
+    "/sections/<sid>/enrollments": "/api/v1/sections/:section_id/enrollments",
+    "/users/<uid>": "/api/v1/users/:id",
+}
+OAUTH_AUTHORIZE = "/login/oauth2/auth"
+OAUTH_TOKEN = "/login/oauth2/token"
+# Canvas's oauth_token_additional_request_cost: what a token grant adds to the caller's bucket.
+TOKEN_REQUEST_COST = 200.0
+INSUFFICIENT_SCOPES = "Insufficient scopes on access token."
 # The account user list's sort keys (Canvas: users_controller#api_index); "username" is
 # sortable_name, Canvas's default.
 USER_SORTS: dict[str, Callable[[dict], Any]] = {
@@ -173,9 +209,13 @@ class SandboxServer:
         network_latency_seconds: float = 0.0,
         cache_pages: bool = False,
         keep_alive: bool = False,
+        developer_key: DeveloperKey | None = None,
+        token_request_cost: float = TOKEN_REQUEST_COST,
     ) -> None:
         self.institution = institution
         self.token = token
+        self.oauth = OAuthProvider(developer_key, institution.shard_id) if developer_key else None
+        self.token_request_cost = token_request_cost
         self.host, self.port = host, port
         self.faults = faults or Faults()
         self.throttle = Throttle()
@@ -275,7 +315,8 @@ class SandboxServer:
 
     def _handle(self, request: Request) -> Response:
         if request.path == STATS_PATH:
-            return _json(self.stats.as_dict(), 200, {})
+            grants = {"token_grants": self.oauth.grants} if self.oauth else {}
+            return _json({**self.stats.as_dict(), **grants}, 200, {})
         if self.network_latency_seconds:  # the request travelling to Canvas
             time.sleep(self.network_latency_seconds / 2)
         response = self._handle_in_canvas(request)
@@ -285,15 +326,19 @@ class SandboxServer:
 
     def _handle_in_canvas(self, request: Request) -> Response:
         headers = {"X-Request-Context-Id": str(uuid.uuid4()), "X-Request-Cost": fmt(0)}
+        if request.path in (OAUTH_AUTHORIZE, OAUTH_TOKEN):
+            return self._oauth_request(request, headers)
         auth = request.headers.get("Authorization")
-        if auth != f"Bearer {self.token}":
+        token = auth[len("Bearer ") :] if auth and auth.startswith("Bearer ") else None
+        granted = self.oauth.authenticate(token) if self.oauth else None
+        if token is None or (token != self.token and granted is None):
             message = "user authorization required" if not auth else "Invalid access token."
             headers["WWW-Authenticate"] = 'Bearer realm="canvas-lms"'
             # Unauthenticated callers are throttled by address in Canvas; report that bucket.
             remote = self.throttle.bucket(f"ip:{request.remote_addr}").remaining()
             headers["X-Rate-Limit-Remaining"] = fmt(remote)
             return _json({"errors": [{"message": message}]}, 401, headers)
-        bucket = self.throttle.bucket(self.token)
+        bucket = self.throttle.bucket(token)  # Canvas keeps a bucket per access token
         if self.faults.throttle_storm or not bucket.reserve():
             remaining = 0.0 if self.faults.throttle_storm else bucket.remaining()
             headers["X-Rate-Limit-Remaining"] = fmt(remaining)
@@ -302,7 +347,7 @@ class SandboxServer:
         items = 0
         started = time.perf_counter()
         try:
-            response, items = self._admitted(request, headers)
+            response, items = self._admitted(request, headers, granted)
         finally:
             cost = cost_of(self._cost_kind(request), items)
             # What Canvas spends answering: its own latency plus the CPU + DB time it charges.
@@ -313,6 +358,40 @@ class SandboxServer:
             self.stats.add(admitted=1, cost=cost)
         response.headers.update(headers)
         return response
+
+    def _oauth_request(self, request: Request, headers: dict[str, str]) -> Response:
+        """The authorize redirect or a token request, charged to the caller's address (a token
+        request carries no access token): a grant costs ``token_request_cost`` more."""
+        bucket = self.throttle.bucket(f"ip:{request.remote_addr}")
+        if not bucket.reserve():
+            headers["X-Rate-Limit-Remaining"] = fmt(bucket.remaining())
+            self.stats.add(throttled=1)
+            return Response(THROTTLED_BODY, 403, headers, content_type="text/plain; charset=utf-8")
+        answer = None
+        try:
+            if self.oauth is None:  # no developer key: every client id is unknown
+                answer = unknown_client()
+            elif request.path == OAUTH_AUTHORIZE and request.method == "GET":
+                answer = self.oauth.authorize(request.args.to_dict())
+            elif request.path == OAUTH_TOKEN and request.method == "POST":
+                answer = self.oauth.token(
+                    request.form.to_dict(), request.headers.get("Authorization")
+                )
+            elif request.path == OAUTH_TOKEN and request.method == "DELETE":
+                bearer = request.headers.get("Authorization", "")
+                answer = self.oauth.revoke(bearer.removeprefix("Bearer ") or None)
+        finally:
+            granted = answer is not None and answer.granted
+            cost = BASE_COST + (self.token_request_cost if granted else 0.0)
+            headers["X-Request-Cost"] = fmt(cost)
+            headers["X-Rate-Limit-Remaining"] = fmt(bucket.release(cost))
+            self.stats.add(admitted=1, cost=cost)
+        if answer is None:
+            return _json({"errors": [{"message": NOT_FOUND}]}, 404, headers)
+        headers.update(answer.headers)
+        if answer.location is not None:
+            return Response("", answer.status, {**headers, "Location": answer.location})
+        return _json(answer.body, answer.status, headers)
 
     def _cost_kind(self, request: Request) -> str | None:
         try:
@@ -337,7 +416,9 @@ class SandboxServer:
 
         return cached
 
-    def _admitted(self, request: Request, headers: dict[str, str]) -> tuple[Response, int]:
+    def _admitted(
+        self, request: Request, headers: dict[str, str], granted: Authorisation | None
+    ) -> tuple[Response, int]:
         with self._lock:
             injected = self.faults.draw(self._rng, request.path, request.args.get("page"))
         if injected.reset:
@@ -350,6 +431,14 @@ class SandboxServer:
             time.sleep(self.faults.latency_seconds)
         try:
             endpoint, args = self._map.bind_to_environ(request.environ).match()
+            if granted is not None and self.oauth is not None:
+                if not self.oauth.allows(granted, f"url:GET|{ROUTE_SCOPES[endpoint]}"):
+                    return _json({"errors": [{"message": INSUFFICIENT_SCOPES}]}, 401, {}), 0
+                if self.oauth.drops_includes():
+                    request.args = ImmutableMultiDict(  # type: ignore[misc]
+                        [(k, v) for k, v in request.args.items(multi=True)
+                         if k not in INCLUDE_PARAMS]
+                    )  # fmt: skip
             with self.institution.lock:
                 body, items, extra = self._handlers[endpoint](request, **args)
         except _ApiError as exc:
@@ -621,6 +710,8 @@ class SandboxServer:
         return [_user_json(u, email) for u in page], len(page), headers
 
     def _user(self, request: Request, uid: str) -> Result:
+        if uid == "self":  # every token here belongs to the sandbox's service account
+            return {**SERVICE_USER, "sortable_name": "Service, Canvas Sync"}, 1, {}
         return _user_json(self._get(self.institution.users, uid, True), True), 1, {}
 
 
@@ -673,6 +764,7 @@ def serve(
     keep_alive: bool = False,
     describe: Path | None = None,
     states: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    developer_key: DeveloperKey | None = None,
 ) -> None:
     """Generate an institution, serve it, and block until Ctrl-C or SIGTERM. ``describe``: write
     each term's shape as a client reading courses and enrollments in ``states`` sees it (JSON,
@@ -693,9 +785,14 @@ def serve(
         network_latency_seconds=network_ms / 1000,
         cache_pages=cache_pages,
         keep_alive=keep_alive,
+        developer_key=developer_key,
     ).start()
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"Canvas sandbox ({size}, seed {seed}) at {server.url} token {token}", flush=True)
+    if developer_key is not None:
+        kind = "scoped" if developer_key.scoped else "unscoped"
+        print(f"developer key {developer_key.client_id} ({kind}), secret "
+              f"{developer_key.client_secret}", flush=True)  # fmt: skip
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
