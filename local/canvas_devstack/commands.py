@@ -51,6 +51,19 @@ def add_dev_command(commands: argparse._SubParsersAction) -> None:
         "queue and schema (canvas_<name>) in one Dagster instance.",
     )
     dev.add_argument(
+        "--alerts",
+        action="store_true",
+        help="Send alerts (CANVAS_ALERT_WEBHOOK_URL) to a local receiver that prints them here.",
+    )
+    dev.add_argument(
+        "--outage-after",
+        type=float,
+        metavar="SECONDS",
+        help="Make the sandbox's Canvas fail (HTTP 503) for a minute, SECONDS after the start, "
+        "to see alerts and recoveries (with --alerts). Any time: curl -X POST "
+        "'<sandbox>/_sandbox/outage?seconds=60'.",
+    )
+    dev.add_argument(
         "--reset",
         action="store_true",
         help="Delete the state folder first (tables, Dagster history, the saved sandbox).",
@@ -72,6 +85,8 @@ def run_dev_command(args: argparse.Namespace) -> int:
             ui_port=args.port,
             change_interval_seconds=args.change_interval,
             institutions=args.institutions,
+            alerts=args.alerts,
+            outage_after=args.outage_after,
         )
     except DevStackError as exc:
         print(f"canvas-assets dev: {exc}", file=sys.stderr)

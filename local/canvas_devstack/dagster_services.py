@@ -92,10 +92,10 @@ def write_workspace(home: Path, servers: list[CodeServer]) -> Path:
 
 
 def start_webserver_and_daemon(
-    env: dict[str, str], workspace: Path, ui_port: int, stack: contextlib.ExitStack
-) -> tuple[subprocess.Popen, int]:
-    """dagster-webserver and dagster-daemon, each in its own process group."""
-    port = free_port(ui_port)
+    env: dict[str, str], workspace: Path, port: int, stack: contextlib.ExitStack
+) -> subprocess.Popen:
+    """dagster-webserver (on ``port``) and dagster-daemon, each in its own process group; returns
+    the webserver."""
     common = ["-w", str(workspace), "--log-level", "info"]
     bin_dir = Path(sys.executable).parent  # the environment's own Dagster commands
     webserver = [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]
@@ -105,4 +105,4 @@ def start_webserver_and_daemon(
         proc = subprocess.Popen(command, env=env, start_new_session=True)
         stack.callback(stop_process_group, proc)
         procs.append(proc)
-    return procs[0], port
+    return procs[0]

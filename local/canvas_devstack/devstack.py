@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -29,8 +30,9 @@ from pathlib import Path
 
 import yaml
 
-from canvas_assets.settings import Settings
+from canvas_assets.settings import ALERT_SECRETS, ALERT_WEBHOOK_URL_ENV, Settings
 from canvas_devstack import dagster_services as dagster
+from canvas_devstack.alert_receiver import start_alert_receiver
 from canvas_devstack.local_pieces import (
     SANDBOX_SHARD,
     SANDBOX_TOKEN,
@@ -38,9 +40,11 @@ from canvas_devstack.local_pieces import (
     start_sandbox,
     start_sqs,
 )
-from canvas_devstack.processes import DevStackError, exclusive_lock, wait_until_ready
+from canvas_devstack.processes import DevStackError, exclusive_lock, free_port, wait_until_ready
+from canvas_sandbox.server import OUTAGE_PATH
 
 DEV_QUEUE_NAME = "canvas-live-events-dev"
+OUTAGE_SECONDS = 60
 STATE_FOLDER = ".canvas-assets"
 LOCATION = "canvas_assets"
 # What only code servers (and the runs they launch) get: the webserver and the daemon never see
@@ -49,7 +53,7 @@ CODE_ONLY = (
     "CANVAS_INSTITUTION", "CANVAS_INSTITUTIONS_FILE", "CANVAS_BASE_URL", "CANVAS_API_TOKEN",
     "CANVAS_ACCOUNT_ID",
     "CANVAS_WAREHOUSE_URL", "CANVAS_LIVE_EVENTS_QUEUE_URL", "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", *ALERT_SECRETS,
 )  # fmt: skip
 # Written to <state>/dev.env for Dagster's own CLI (never a secret the user configured).
 DEV_ENV_NAMES = (
@@ -68,6 +72,7 @@ class Site:
 
     location: str
     env: dict[str, str] = field(default_factory=dict)
+    sandboxes: list[str] = field(default_factory=list)  # the sandbox URLs it reads
 
 
 def project_root(start: Path) -> Path | None:
@@ -116,6 +121,7 @@ def _single_site(env: dict[str, str], home: Path, stack, size: str, interval: fl
     site.env.update(
         CANVAS_BASE_URL=sandbox.url, CANVAS_API_TOKEN=SANDBOX_TOKEN, CANVAS_ACCOUNT_ID="self"
     )
+    site.sandboxes.append(sandbox.url)
     return site
 
 
@@ -141,6 +147,7 @@ def _institution_sites(
         sandbox = start_sandbox(path, size, index, stack, (client, queue, interval), shard)
         token_env = f"{name.upper()}_CANVAS_TOKEN"
         site.env[token_env] = SANDBOX_TOKEN
+        site.sandboxes.append(sandbox.url)
         entries.append(
             {
                 "name": name,
@@ -178,13 +185,44 @@ def _start_dagster(
     env: dict[str, str], sites: list[Site], home: Path, ui_port: int, stack
 ) -> tuple[subprocess.Popen, int]:
     env["DAGSTER_HOME"] = str(dagster.write_instance(home))
+    port = free_port(ui_port)  # chosen first: alerts link into the UI (CANVAS_ASSETS_UI_URL)
+    env.setdefault("CANVAS_ASSETS_UI_URL", f"http://127.0.0.1:{port}")
     servers = [dagster.start_code_server(s.location, {**env, **s.env}, stack) for s in sites]
     dagster.wait_for_code_servers(servers, env)
     workspace = dagster.write_workspace(home, servers)
     services_env = {k: v for k, v in env.items() if k not in CODE_ONLY}
-    proc, port = dagster.start_webserver_and_daemon(services_env, workspace, ui_port, stack)
+    proc = dagster.start_webserver_and_daemon(services_env, workspace, port, stack)
     print(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)", flush=True)
     return proc, port
+
+
+def _watch_alerts(env: dict[str, str], stack: contextlib.ExitStack) -> None:
+    """``--alerts``: the generic webhook points at a receiver that prints each alert here."""
+    if env.get(ALERT_WEBHOOK_URL_ENV):
+        raise DevStackError(
+            f"--alerts starts a local webhook receiver; unset {ALERT_WEBHOOK_URL_ENV} (or leave "
+            "out --alerts to send alerts to yours)."
+        )
+    env[ALERT_WEBHOOK_URL_ENV] = start_alert_receiver(stack)
+    print(f"alerts: printed here as they arrive (webhook {env[ALERT_WEBHOOK_URL_ENV]})")
+
+
+def _outage_later(sandboxes: list[str], after: float, stack: contextlib.ExitStack) -> None:
+    """``--outage-after``: every sandbox answers 503 for a minute, ``after`` seconds from now;
+    the apply and backfill runs of that minute fail, and alert, then recover."""
+    import requests
+
+    def outage() -> None:
+        print(f"canvas: sandbox outage for {OUTAGE_SECONDS} s starts now", flush=True)
+        for url in sandboxes:
+            with contextlib.suppress(requests.RequestException):
+                requests.post(f"{url}{OUTAGE_PATH}", params={"seconds": OUTAGE_SECONDS}, timeout=5)
+
+    timer = threading.Timer(after, outage)
+    timer.daemon = True
+    timer.start()
+    stack.callback(timer.cancel)
+    print(f"canvas: the sandbox fails for {OUTAGE_SECONDS} s in {after:g} s (--outage-after)")
 
 
 def _serve(proc: subprocess.Popen, port: int, exit_when_ready: bool) -> int:
@@ -217,6 +255,8 @@ def run_dev(
     ui_port: int = 3000,
     change_interval_seconds: float = 15.0,
     institutions: list[str] | None = None,
+    alerts: bool = False,
+    outage_after: float | None = None,
 ) -> int:
     folder = state_folder(settings, home, Path.cwd())
     env = dict(os.environ)
@@ -224,6 +264,8 @@ def run_dev(
     print(f"state folder: {folder}")
     with exclusive_lock(folder / "dev.lock"), contextlib.ExitStack() as stack:
         start_postgres(env, folder)
+        if alerts:
+            _watch_alerts(env, stack)
         if institutions:
             sites = _institution_sites(
                 env, institutions, folder, stack, size, change_interval_seconds
@@ -231,6 +273,8 @@ def run_dev(
         else:
             sites = [_single_site(env, folder, stack, size, change_interval_seconds)]
         proc, port = _start_dagster(env, sites, folder, ui_port, stack)
+        if outage_after is not None:
+            _outage_later([url for site in sites for url in site.sandboxes], outage_after, stack)
         _write_dev_env({**env, **sites[0].env}, folder, stack)
         return _serve(proc, port, settings.dev_exit_when_ready)
 
