@@ -4,17 +4,25 @@ SMTP server that asks for a login. The sensors are called as the daemon calls th
 test_alerts_daemon.py runs them in the daemon itself."""
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
+import dagster as dg
 import pytest
+import yaml
 from psycopg import sql
 
 from canvas_assets.alerts import incidents
 from canvas_assets.alerts.incidents import Finding
+from canvas_assets.definitions import build_definitions
+from canvas_assets.defs.resources import build_resources
 from canvas_assets.settings import SettingError, Settings
+from canvas_assets.warehouse.status import mark_semesters_added
+from canvas_sandbox import SandboxServer, generate_institution
 
 from .alerting import SMTP_PASSWORD, SMTP_USER, UI_URL, Deployment, retries_due_now
+from .conftest import SANDBOX_TOKEN
 from .receivers import HttpReceiver, SmtpReceiver
 
 SEMESTER = "2026FA"  # the sandbox's current term (today is within its dates ± 14 days)
@@ -166,15 +174,17 @@ def test_a_stale_current_semester_fails_its_check_and_alerts(
     Event refreshed) would silently age while its table's asset-level policy stays green."""
     hooks.refuse = 0
     deployment.run_terms(instance)
+    instance.add_dynamic_partitions(deployment.namespace.partitions.name, [SEMESTER])
+    mark_semesters_added(db, warehouse.schema_name, [SEMESTER])
+    added = deployment.tick("canvas_freshness", instance)  # its first backfill is not late yet
+    assert [e.passed for e in added.asset_events] == [True]
     assert deployment.run_semester(instance, SEMESTER).status.value == "SUCCESS"
-    fresh = deployment.tick("canvas_freshness", instance)
-    assert [e.passed for e in fresh.asset_events] == [True]
     db.execute(  # as if 30 hours had passed since the sync
         sql.SQL(
             "UPDATE {}.semester_sync_status SET last_sync_completed_at = now() - interval '30 h'"
         ).format(sql.Identifier(warehouse.schema_name))
     )
-    stale = deployment.tick("canvas_freshness", instance, cursor=fresh.cursor)
+    stale = deployment.tick("canvas_freshness", instance, cursor=added.cursor)
     [evaluation] = stale.asset_events
     assert not evaluation.passed and evaluation.check_name == "current_semesters_fresh"
     assert "2026FA (last synced 30.0 h ago)" in evaluation.metadata["stale_semesters"].value
@@ -184,22 +194,21 @@ def test_a_stale_current_semester_fails_its_check_and_alerts(
     assert alert["summary"] == f"canvas: semester {SEMESTER} not synced within 26 h"
 
 
-def test_the_alert_sensors_skip_saying_so_when_no_channel_is_configured(
+def test_the_alert_sensors_run_by_default_and_skip_saying_so_without_a_channel(
     sandbox, postgres_url, warehouse, instance, monkeypatch
 ) -> None:
-    """Without this, a deployment without channels would see silent (or failing) ticks and not
-    know that alerts are off."""
+    """Without this, alerts would be off until someone turned the sensors on, and a deployment
+    without channels would see silent (or failing) ticks and not know that alerts are off."""
     for name, value in {
         "CANVAS_BASE_URL": sandbox.url, "CANVAS_API_TOKEN": "t",
         "CANVAS_WAREHOUSE_URL": postgres_url, "CANVAS_WAREHOUSE_SCHEMA": warehouse.schema_name,
     }.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     settings = Settings.from_env()
-    from canvas_assets.definitions import build_definitions
-    from canvas_assets.defs.resources import build_resources
-
     defs, resources = build_definitions(settings), build_resources(settings)
-    context = __import__("dagster").build_sensor_context(instance=instance, resources=resources)
+    for name in ("canvas_alerts", "canvas_alert_run_failures", "canvas_freshness"):
+        assert defs.get_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
+    context = dg.build_sensor_context(instance=instance, resources=resources)
     result = defs.get_sensor_def("canvas_alerts")(context)
     assert result.skip_message.startswith("No alert channel is configured")
 
@@ -224,3 +233,45 @@ def test_a_channel_set_up_halfway_stops_the_load_naming_the_variable(env, named)
     fine and every alert would quietly go nowhere."""
     with pytest.raises(SettingError, match=named):
         Settings.from_env(env)
+
+
+def test_a_vendors_alert_names_the_one_institution_whose_terms_refresh_failed(
+    monkeypatch, hooks, smtp, postgres_url, instance, tmp_path, db
+) -> None:
+    """Without this, a vendor serving many colleges from one code location would get an alert
+    that does not say which college's Canvas failed (or one for every college)."""
+    hooks.refuse = 0
+    suffix = uuid.uuid4().hex[:6]
+    servers, entries = [], []
+    for index, name in enumerate(("north", "south")):
+        institution = generate_institution("small", seed=7, shard_id=4001 + index)
+        servers.append(SandboxServer(institution, token=SANDBOX_TOKEN).start())
+        monkeypatch.setenv(f"{name.upper()}_CANVAS_TOKEN", SANDBOX_TOKEN)
+        entries.append(
+            {"name": name, "base_url": servers[-1].url, "schema": f"{name}_{suffix}",
+             "root_account_uuid": institution.root_account_uuid,
+             "token_env": f"{name.upper()}_CANVAS_TOKEN"}
+        )  # fmt: skip
+    path = tmp_path / "institutions.yaml"
+    path.write_text(yaml.safe_dump({"institutions": entries}))
+    env = {
+        "CANVAS_INSTITUTIONS_FILE": str(path), "CANVAS_WAREHOUSE_URL": postgres_url,
+        "CANVAS_SHARED_SCHEMA": f"shared_{suffix}",
+    }  # fmt: skip
+    monkeypatch.delenv("CANVAS_LIVE_EVENTS_QUEUE_URL", raising=False)
+    try:
+        deployment = Deployment(monkeypatch, env, hooks, smtp)
+        servers[1].token = "revoked-in-canvas"  # south's Canvas refuses its token
+        job = deployment.defs.resolve_job_def("canvas_terms_sync")
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        deployment.run_failure_tick(instance, instance.get_run_by_id(result.run_id))
+        deployment.tick("canvas_alerts", instance)
+    finally:
+        for server in servers:
+            server.stop()
+        for schema in (*(e["schema"] for e in entries), f"shared_{suffix}"):
+            db.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    [alert] = hooks.bodies("/hook")
+    assert (alert["institution"], alert["kind"]) == ("south", "terms")
+    assert alert["summary"] == "south: terms refresh failed"
+    assert alert["details"].startswith("south: Canvas rejected the API token")

@@ -9,8 +9,10 @@ and whether an open incident's condition still holds.
   (subject ``semester <key>``), so a failed backfill is one alert, not three; it recovers when
   the card does and no failed run is left.
 - A stream health check failing, a current semester not synced within the freshness window,
-  a semester table failing its freshness policy (``level_findings``): they recover once they
-  have passed for RECOVERY_HOLD, so a flapping stream is one incident.
+  a semester table failing its freshness policy (``stream_findings``, ``freshness_findings``).
+- What repeats by itself (the stream, freshness, apply runs, terms refreshes) recovers once it
+  has passed for RECOVERY_HOLD, so a flapping stream or an outage is one incident; a semester
+  recovers at its next good run.
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ from canvas_assets.settings import Settings
 from canvas_assets.tables import SEMESTER_TABLES, TERMS
 from canvas_assets.warehouse.reads import SemesterSync
 
-RECOVERY_HOLD = timedelta(minutes=10)  # stream and freshness: passing this long is recovered
-HELD_KINDS = {"stream", "freshness"}
+# What runs by itself again and again (the stream, freshness, apply runs, terms refreshes) is
+# recovered once it has passed this long: one incidental success between failures (an apply
+# run with nothing to do during an outage) must not make a recovery and a new incident.
+RECOVERY_HOLD = timedelta(minutes=5)
+HELD_KINDS = {"stream", "freshness", "apply", "terms"}
 APPLY_SUBJECT, TERMS_SUBJECT, POLICY_SUBJECT = "Live Events apply", "terms refresh", "freshness"
 WILL_RETRY_TAG = "dagster/will_retry"  # Dagster's run retries set it on a failed run
 PARTITION_TAG = "dagster/partition"

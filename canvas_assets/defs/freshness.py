@@ -49,14 +49,17 @@ def stale_semesters(
     now: datetime,
     window: timedelta,
 ) -> tuple[list[str], list[StaleSemester]]:
-    """The current semesters, and those of them not synced within ``window``."""
+    """The current semesters, and those of them not synced within ``window``. A semester added
+    but never synced is given the window from when it was added (its first backfill may be
+    running); one the card does not know at all is stale."""
     current = current_semesters(term_dates(conn, schema), now, partitions)
-    synced = {row.semester: row.last_sync_completed_at for row in semester_syncs(conn, schema)}
-    stale = [
-        StaleSemester(semester, synced.get(semester))
-        for semester in current
-        if synced.get(semester) is None or now - synced[semester] > window
-    ]
+    card = {row.semester: row for row in semester_syncs(conn, schema)}
+    stale = []
+    for semester in current:
+        row = card.get(semester)
+        since = row and (row.last_sync_completed_at or row.added_at)
+        if since is None or now - since > window:
+            stale.append(StaleSemester(semester, row.last_sync_completed_at if row else None))
     return current, stale
 
 

@@ -89,6 +89,7 @@ class SemesterSync:
 
     semester: str
     status: str
+    added_at: datetime | None
     last_sync_completed_at: datetime | None
     last_error: str | None
 
@@ -97,7 +98,7 @@ def semester_syncs(conn: psycopg.Connection, schema: str) -> list[SemesterSync]:
     with conn.cursor(row_factory=class_row(SemesterSync)) as cur:
         return cur.execute(
             sql.SQL(
-                "SELECT semester, status, last_sync_completed_at, last_error FROM {} "
+                "SELECT semester, status, added_at, last_sync_completed_at, last_error FROM {} "
                 "ORDER BY semester"
             ).format(qualified_table(schema, "semester_sync_status"))
         ).fetchall()
