@@ -1,6 +1,7 @@
 """An alerting deployment for the in-process alert tests: the code location's definitions and
 resources from the environment (the sandbox, PostgreSQL, every channel pointed at the tests'
-receivers), and the sensors called as the daemon calls them."""
+receivers: the webhook, Slack's Web API and a Teams workflow at one HTTP receiver, SMTP at
+aiosmtpd), and the sensors called as the daemon calls them."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .receivers import HttpReceiver, SmtpReceiver
 SLACK_TOKEN = "xoxb-1234-5678-alertsecret"
 SMTP_USER, SMTP_PASSWORD = "alerts", "smtp-pass-secret"
 HOOK_PASSWORD = "hook-pass-secret"
+TEAMS_SIGNATURE = "teams-sig-secret"  # a Teams workflow URL's signature is its credential
 UI_URL = "http://dagster.example.edu:3000"
 
 
@@ -41,6 +43,7 @@ class Deployment:
             "CANVAS_ALERT_SLACK_TOKEN": SLACK_TOKEN,
             "CANVAS_ALERT_SLACK_CHANNEL": "#data-alerts",
             "CANVAS_ALERT_SLACK_API_URL": f"{hooks.url}/slack/api",
+            "CANVAS_ALERT_TEAMS_WEBHOOK_URL": f"{hooks.url}/teams/workflow?sig={TEAMS_SIGNATURE}",
             "CANVAS_ALERT_SMTP_HOST": "127.0.0.1",
             "CANVAS_ALERT_SMTP_PORT": str(smtp.port),
             "CANVAS_ALERT_SMTP_STARTTLS": "false",
@@ -53,7 +56,7 @@ class Deployment:
         }
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
-        self.secrets = [SANDBOX_TOKEN, SLACK_TOKEN, SMTP_PASSWORD, HOOK_PASSWORD]
+        self.secrets = [SANDBOX_TOKEN, SLACK_TOKEN, SMTP_PASSWORD, HOOK_PASSWORD, TEAMS_SIGNATURE]
         self.refresh()
 
     def refresh(self) -> None:

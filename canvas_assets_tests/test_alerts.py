@@ -86,6 +86,9 @@ def test_a_failed_backfill_alerts_once_naming_the_semester_and_its_success_recov
     assert alert["url"] == f"{UI_URL}/runs/{failed.run_id}"
     assert len(hooks.bodies("chat.postMessage")) == 1 and len(smtp.messages) == 1
     assert "backfill of semester 2026FA failed" in hooks.bodies("chat.postMessage")[0]["text"]
+    [card] = hooks.bodies("/teams")  # an adaptive card, as Teams workflows take
+    content = card["attachments"][0]["content"]
+    assert content["type"] == "AdaptiveCard" and "2026FA failed" in json.dumps(content["body"])
 
     sandbox.token = deployment.secrets[0]
     assert deployment.run_semester(instance, SEMESTER).status.value == "SUCCESS"
@@ -97,6 +100,7 @@ def test_a_failed_backfill_alerts_once_naming_the_semester_and_its_success_recov
     ]
     assert recovery[0]["summary"] == f"canvas: semester {SEMESTER} recovered"
     assert len(hooks.bodies("chat.postMessage")) == 2 and len(smtp.messages) == 2
+    assert len(hooks.bodies("/teams")) == 2
     assert smtp.messages[1]["Subject"] == f"[canvas-assets] RECOVERED: {recovery[0]['summary']}"
     assert not [s for s in deployment.secrets for t in _everything_received(hooks, smtp) if s in t]
 
@@ -122,7 +126,7 @@ def test_no_secret_reaches_any_channel(deployment, instance, hooks, smtp, db, wa
     received = _everything_received(hooks, smtp) + [
         b["text"] for b in hooks.bodies("chat.postMessage")
     ]
-    assert len(received) == 4  # webhook, Slack (form and text), e-mail
+    assert len(received) == 5  # webhook, Slack (its request and its text), Teams, e-mail
     needles = [*deployment.secrets, "pg-pass-secret", "rt-secret-123", "A" * 40]
     assert not [(n, t) for n in needles for t in received if n in t]
     assert "postgresql://***@db.internal/canvas" in received[0]

@@ -1,6 +1,7 @@
 """Alerts from the real daemon: `canvas-assets dev` runs Dagster's webserver, daemon and code
 server (with the FreshnessDaemon); the alert sensors deliver to a real HTTP receiver (the
-webhook, and Slack's Web API through dagster-slack's client) and a real SMTP server."""
+webhook, Slack's Web API through dagster-slack's client, a Teams workflow through
+dagster-msteams') and a real SMTP server."""
 
 import json
 import os
@@ -61,6 +62,7 @@ def test_the_daemon_alerts_once_per_incident_and_once_per_recovery(
         "CANVAS_ALERT_SLACK_TOKEN": SLACK_TOKEN,
         "CANVAS_ALERT_SLACK_CHANNEL": "#data-alerts",
         "CANVAS_ALERT_SLACK_API_URL": f"{hooks.url}/slack/api",
+        "CANVAS_ALERT_TEAMS_WEBHOOK_URL": f"{hooks.url}/teams/workflow",
         "CANVAS_ALERT_SMTP_HOST": "127.0.0.1",
         "CANVAS_ALERT_SMTP_PORT": str(smtp.port),
         "CANVAS_ALERT_SMTP_STARTTLS": "false",
@@ -87,6 +89,7 @@ def test_the_daemon_alerts_once_per_incident_and_once_per_recovery(
     everything = hooks.bodies("/hook")
     assert hooks.refused == 1  # the first alert was refused, then sent by a later tick
     assert len(hooks.bodies("chat.postMessage")) == len(everything) == len(smtp.messages)
+    assert len(hooks.bodies("/teams")) == len(everything)
     texts = [json.dumps(b) for b in hooks.bodies()] + [m.as_string() for m in smtp.messages]
     secrets = [SANDBOX_TOKEN, SLACK_TOKEN, HOOK_PASSWORD, SMTP_PASSWORD]
     assert not [(s, t) for s in secrets for t in texts if s in t]

@@ -30,7 +30,7 @@ from canvas_assets.defs.checks import stream_evaluations
 from canvas_assets.defs.freshness import StaleSemester
 from canvas_assets.defs.jobs import TERMS_JOB
 from canvas_assets.defs.namespace import Namespace
-from canvas_assets.live_events.health import stream_health
+from canvas_assets.live_events.health import StreamHealth, stream_health
 from canvas_assets.outcomes import first_line
 from canvas_assets.settings import Settings
 from canvas_assets.tables import SEMESTER_TABLES, TERMS
@@ -185,7 +185,7 @@ def card_finding(
     )
 
 
-def _stream_details(check: str, health, settings: Settings) -> str:
+def _stream_details(check: str, health: StreamHealth, settings: Settings) -> str:
     if check == "lag":
         return (
             f"the oldest landed event has waited {health.oldest_pending_seconds or 0:.0f} s "
@@ -260,9 +260,9 @@ def freshness_findings(
     return findings
 
 
-def _fails(record) -> bool:
-    # Dagster exports no name for the state; it is a str enum, FAIL when the policy is violated.
-    return record.freshness_state == "FAIL"
+def _fails(record: object) -> bool:
+    # Dagster exports no name for the record or its state (a str enum: FAIL when violated).
+    return getattr(record, "freshness_state", None) == "FAIL"
 
 
 def still_failing(

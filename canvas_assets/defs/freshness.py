@@ -42,16 +42,23 @@ class StaleSemester:
         return f"{self.semester} (last synced {hours:.1f} h ago)"
 
 
-def stale_semesters(
+@dataclass(frozen=True)
+class Freshness:
+    """An institution's current semesters, and those of them not synced within the window."""
+
+    current: list[str]
+    stale: list[StaleSemester]
+
+
+def semester_freshness(
     conn: psycopg.Connection,
     schema: str,
     partitions: Iterable[str],
     now: datetime,
     window: timedelta,
-) -> tuple[list[str], list[StaleSemester]]:
-    """The current semesters, and those of them not synced within ``window``. A semester added
-    but never synced is given the window from when it was added (its first backfill may be
-    running); one the card does not know at all is stale."""
+) -> Freshness:
+    """A semester added but never synced is given the window from when it was added (its first
+    backfill may be running); one the card does not know at all is stale."""
     current = current_semesters(term_dates(conn, schema), now, partitions)
     card = {row.semester: row for row in semester_syncs(conn, schema)}
     stale = []
@@ -60,7 +67,7 @@ def stale_semesters(
         since = row and (row.last_sync_completed_at or row.added_at)
         if since is None or now - since > window:
             stale.append(StaleSemester(semester, row.last_sync_completed_at if row else None))
-    return current, stale
+    return Freshness(current, stale)
 
 
 def fresh_check_spec(namespace: Namespace, settings: Settings) -> dg.AssetCheckSpec:
@@ -74,19 +81,15 @@ def fresh_check_spec(namespace: Namespace, settings: Settings) -> dg.AssetCheckS
 
 
 def fresh_evaluation(
-    namespace: Namespace,
-    settings: Settings,
-    current: list[str],
-    stale: list[StaleSemester],
-    now: datetime,
+    namespace: Namespace, settings: Settings, found: Freshness, now: datetime
 ) -> dg.AssetCheckEvaluation:
     return dg.AssetCheckEvaluation(
         asset_key=namespace.key("imported_semesters"),
         check_name=FRESH_CHECK,
-        passed=not stale,
+        passed=not found.stale,
         metadata={
-            "current_semesters": ", ".join(current) or "none",
-            "stale_semesters": ", ".join(s.describe(now) for s in stale) or "none",
+            "current_semesters": ", ".join(found.current) or "none",
+            "stale_semesters": ", ".join(s.describe(now) for s in found.stale) or "none",
             "window_hours": settings.freshness_hours,
         },
         severity=dg.AssetCheckSeverity.WARN,
@@ -98,12 +101,12 @@ def institution_freshness(
     namespace: Namespace,
     settings: Settings,
     now: datetime,
-) -> tuple[list[str], list[StaleSemester]]:
+) -> Freshness:
     """The institution's current and stale semesters, read from its warehouse."""
     warehouse = institution_resource(context.resources, namespace, "warehouse")
     partitions = context.instance.get_dynamic_partitions(namespace.partitions.name)
     with warehouse.connect() as conn:
-        return stale_semesters(
+        return semester_freshness(
             conn, warehouse.table_schema(), partitions, now, freshness_window(settings)
         )
 
@@ -118,8 +121,7 @@ def build_fresh_check(namespace: Namespace, settings: Settings) -> dg.AssetCheck
     )
     def current_semesters_fresh(context: dg.AssetCheckExecutionContext):
         now = datetime.now().astimezone()
-        current, stale = institution_freshness(context, namespace, settings, now)
-        evaluation = fresh_evaluation(namespace, settings, current, stale, now)
-        yield as_check_result(evaluation)
+        found = institution_freshness(context, namespace, settings, now)
+        yield as_check_result(fresh_evaluation(namespace, settings, found, now))
 
     return current_semesters_fresh

@@ -37,7 +37,7 @@ from canvas_assets.defs.alerting import (
     stream_findings,
     will_retry,
 )
-from canvas_assets.defs.freshness import freshness_window, stale_semesters
+from canvas_assets.defs.freshness import freshness_window, semester_freshness
 from canvas_assets.defs.namespace import Namespace
 from canvas_assets.defs.resources import ALERTS, institution_resource
 from canvas_assets.outcomes import Counts, first_line
@@ -150,8 +150,8 @@ def _institution_tick(
         ]
         if settings.live_events_queue_configured or namespace.institution.queue_url:
             found += stream_findings(conn, schema, namespace, settings, now)
-        _, stale = stale_semesters(conn, schema, partitions, now, freshness_window(settings))
-        found += freshness_findings(instance, namespace, settings, stale, now)
+        fresh = semester_freshness(conn, schema, partitions, now, freshness_window(settings))
+        found += freshness_findings(instance, namespace, settings, fresh.stale, now)
         findings = [f for f in found if f is not None]
         for finding in findings:
             counts.add(opened=int(incidents.raise_incident(conn, schema, finding, names, now)))

@@ -41,16 +41,18 @@ def build_freshness_sensor(
         events, lines = [], []
         for namespace in namespaces:
             try:
-                current, stale = institution_freshness(context, namespace, settings, now)
+                found = institution_freshness(context, namespace, settings, now)
             except (WarehouseError, psycopg.Error) as exc:
                 lines.append(f"{namespace.label}: warehouse unreachable ({first_line(exc)})")
                 continue
-            evaluation = fresh_evaluation(namespace, settings, current, stale, now)
+            evaluation = fresh_evaluation(namespace, settings, found, now)
             if health_due(cursor.get(namespace.label), [evaluation.passed], time.time()):
                 events.append(evaluation)
                 cursor[namespace.label] = {"outcomes": [evaluation.passed], "at": time.time()}
-            shown = ", ".join(s.describe(now) for s in stale) or "none"
-            lines.append(f"{namespace.label}: {len(current)} current semesters, stale: {shown}")
+            shown = ", ".join(s.describe(now) for s in found.stale) or "none"
+            lines.append(
+                f"{namespace.label}: {len(found.current)} current semesters, stale: {shown}"
+            )
         message = "; ".join(lines) + "."
         return dg.SensorResult(asset_events=events, cursor=json.dumps(cursor), skip_reason=message)
 
