@@ -279,3 +279,21 @@ def test_a_vendors_alert_names_the_one_institution_whose_terms_refresh_failed(
     assert (alert["institution"], alert["kind"]) == ("south", "terms")
     assert alert["summary"] == "south: terms refresh failed"
     assert alert["details"].startswith("south: Canvas rejected the API token")
+
+
+def test_a_backfill_its_blocking_checks_failed_alerts_naming_the_tables(
+    deployment, instance, sandbox, hooks
+) -> None:
+    """Without this, a semester that pandera refused (nothing written) would alert as a plain
+    failed run, or as one alert per table, or not say which tables to look at."""
+    hooks.refuse = 0
+    sandbox.faults.drop_fields = {"/enrollments": ("type",)}  # Canvas drops a required field
+    failed = deployment.run_semester(instance, SEMESTER)
+    deployment.run_failure_tick(instance, failed)
+    deployment.tick("canvas_alerts", instance)
+    [alert] = hooks.bodies("/hook")
+    assert (alert["kind"], alert["semester"], alert["status"]) == ("check", SEMESTER, "failed")
+    assert alert["summary"].startswith(
+        f"canvas: semester {SEMESTER} failed its blocking checks on enrollments"
+    ), alert["summary"]
+    assert "role" in alert["details"]

@@ -44,6 +44,7 @@ HELD_KINDS = {"stream", "freshness", "apply", "terms"}
 APPLY_SUBJECT, TERMS_SUBJECT, POLICY_SUBJECT = "Live Events apply", "terms refresh", "freshness"
 WILL_RETRY_TAG = "dagster/will_retry"  # Dagster's run retries set it on a failed run
 PARTITION_TAG = "dagster/partition"
+DETAILS_CHARS = 500  # an alert's details stay a line
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -61,7 +62,11 @@ def asset_link(key: dg.AssetKey, view: str | None = None) -> str:
     return "/assets/" + "/".join(key.path) + (f"?view={view}" if view else "")
 
 
-def will_retry(run: dg.DagsterRun) -> bool:
+def will_retry(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether Dagster's run retries will run it again (the tag is written just after the
+    failure event, so a run read before it is read again)."""
+    if WILL_RETRY_TAG not in run.tags:
+        run = instance.get_run_by_id(run.run_id) or run
     return run.tags.get(WILL_RETRY_TAG) == "true"
 
 
@@ -82,12 +87,15 @@ def run_error(instance: dg.DagsterInstance, run_id: str) -> str:
     return "the run failed"
 
 
-def _failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[str]]:
-    """The tables whose blocking checks failed in the run, by partition."""
+def _failed_blocking_checks(
+    instance: dg.DagsterInstance, run_id: str, partition: str
+) -> dict[str, str]:
+    """The tables whose blocking checks failed in the run for ``partition``, each with the
+    checks that failed (the check's ``failed_checks``)."""
     records = instance.get_records_for_run(
         run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
     ).records
-    failed: dict[str, list[str]] = {}
+    failed: dict[str, str] = {}
     for record in records:
         event = record.event_log_entry.dagster_event
         evaluation = event.event_specific_data if event else None
@@ -95,9 +103,10 @@ def _failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> dict[s
             isinstance(evaluation, dg.AssetCheckEvaluation)
             and evaluation.blocking
             and not evaluation.passed
+            and (evaluation.partition or "") == partition
         ):
-            table = evaluation.asset_key.path[-1]
-            failed.setdefault(evaluation.partition or "", []).append(table)
+            checks = evaluation.metadata.get("failed_checks")
+            failed[evaluation.asset_key.path[-1]] = str(getattr(checks, "value", "") or "")
     return failed
 
 
@@ -105,11 +114,13 @@ def _semester_finding(
     instance: dg.DagsterInstance, run: dg.DagsterRun, run_at: datetime, error: str
 ) -> Finding:
     semester = run.tags.get(PARTITION_TAG, "")
-    tables = _failed_blocking_checks(instance, run.run_id).get(semester)
+    tables = _failed_blocking_checks(instance, run.run_id, semester)
     what = "nightly reconciliation" if run.tags.get(SOURCE_TAG) == "reconciliation" else "backfill"
     if tables:
-        kind, summary = "check", f"semester {semester} failed its blocking checks on "
-        summary += ", ".join(sorted(set(tables)))
+        kind = "check"
+        summary = f"semester {semester} failed its blocking checks on {', '.join(sorted(tables))}"
+        checks = "; ".join(f"{table}: {failed}" for table, failed in sorted(tables.items()))
+        error = f"{error} Failed checks: {checks}"[:DETAILS_CHARS]
     else:
         kind, summary = what, f"{what} of semester {semester} failed"
     return Finding(

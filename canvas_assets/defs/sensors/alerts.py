@@ -41,7 +41,7 @@ from canvas_assets.defs.freshness import freshness_window, semester_freshness
 from canvas_assets.defs.namespace import Namespace
 from canvas_assets.defs.resources import ALERTS, institution_resource
 from canvas_assets.outcomes import Counts, first_line
-from canvas_assets.settings import Settings
+from canvas_assets.settings import WAREHOUSE_URL_ENV, Settings
 from canvas_assets.warehouse import WarehouseError
 from canvas_assets.warehouse.reads import semester_syncs
 
@@ -51,6 +51,9 @@ NO_CHANNEL = (
     "or CANVAS_ALERT_SMTP_HOST (README: Alerts)."
 )
 SEND_BUDGET_SECONDS = 20.0  # of a tick, for every institution's channels together
+ENVIRONMENT_SECRETS = (
+    WAREHOUSE_URL_ENV, "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "DAGSTER_POSTGRES_PASSWORD",
+)  # fmt: skip
 
 
 @dataclass
@@ -66,21 +69,16 @@ class AlertCounts(Counts):
 
 
 def redactor_for(resources: object, namespaces: Sequence[Namespace]) -> Redactor:
-    """Hides every secret the code location holds: the channels', each Canvas token, each
-    warehouse URL (its password)."""
+    """Hides every secret the code location holds: the channels', each Canvas token, the
+    warehouse URL (its password), AWS's and Dagster storage's, read as dg.EnvVar (one that is
+    not set hides nothing and fails nothing)."""
     channels: AlertChannels = getattr(resources, ALERTS)
-    secrets = list(channels.secrets())
-    for namespace in namespaces:
-        secrets.append(institution_resource(resources, namespace, "canvas").api_token)
-        secrets.append(institution_resource(resources, namespace, "warehouse").url)
-    return Redactor(secrets)
+    names = {*ENVIRONMENT_SECRETS, *(n.institution.token_env for n in namespaces)}
+    return Redactor([*channels.secrets(), *(dg.EnvVar(name).get_value() for name in sorted(names))])
 
 
 def _resource_keys(namespaces: Sequence[Namespace]) -> set[str]:
-    keys = {ALERTS}
-    for namespace in namespaces:
-        keys |= {namespace.resource_key("canvas"), namespace.resource_key("warehouse")}
-    return keys
+    return {ALERTS} | {namespace.resource_key("warehouse") for namespace in namespaces}
 
 
 def build_run_failure_sensor(
@@ -94,7 +92,7 @@ def build_run_failure_sensor(
         if not names:
             return dg.SkipReason(NO_CHANNEL)
         run = context.dagster_run
-        if will_retry(run):  # the retry's outcome is the one that counts
+        if will_retry(context.instance, run):  # the retry's outcome is the one that counts
             context.log.info(f"Run {run.run_id} failed and will be retried: no alert yet.")
             return None
         now = datetime.now().astimezone()
