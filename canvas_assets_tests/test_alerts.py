@@ -17,13 +17,20 @@ from canvas_assets.alerts import incidents
 from canvas_assets.alerts.incidents import Finding
 from canvas_assets.definitions import build_definitions
 from canvas_assets.defs.resources import build_resources
+from canvas_assets.live_events.land import Destinations, land_messages
 from canvas_assets.settings import SettingError, Settings
-from canvas_assets.warehouse.status import mark_semesters_added
-from canvas_sandbox import SandboxServer, generate_institution
+from canvas_assets.warehouse.status import (
+    INTERRUPTED_ERROR,
+    mark_semesters_added,
+    mark_sync_finished,
+    mark_sync_started,
+)
+from canvas_sandbox import SandboxServer, generate_institution, rename_course
 
 from .alerting import SMTP_PASSWORD, SMTP_USER, UI_URL, Deployment, retries_due_now
 from .conftest import SANDBOX_TOKEN
 from .receivers import HttpReceiver, SmtpReceiver
+from .truth import first_course
 
 SEMESTER = "2026FA"  # the sandbox's current term (today is within its dates ± 14 days)
 
@@ -297,3 +304,50 @@ def test_a_backfill_its_blocking_checks_failed_alerts_naming_the_tables(
         f"canvas: semester {SEMESTER} failed its blocking checks on enrollments"
     ), alert["summary"]
     assert "role" in alert["details"]
+
+
+def test_a_semester_failed_on_the_card_without_a_failed_run_alerts_and_recovers(
+    deployment, instance, hooks, db, warehouse
+) -> None:
+    """Without this, a sync that died where even its failure could not be recorded (the card
+    turned `failed` by recover_interrupted_syncs, no failed run to see) would reach nobody."""
+    hooks.refuse = 0
+    schema = warehouse.schema_name
+    mark_sync_started(db, schema, SEMESTER)
+    mark_sync_finished(db, schema, SEMESTER, error=INTERRUPTED_ERROR)
+    deployment.tick("canvas_alerts", instance)
+    mark_sync_finished(db, schema, SEMESTER)  # the next sync went through
+    deployment.tick("canvas_alerts", instance)
+    alerts = [(a["kind"], a["status"], a["semester"]) for a in hooks.bodies("/hook")]
+    assert alerts == [("card", "failed", SEMESTER), ("card", "recovered", SEMESTER)]
+    assert hooks.bodies("/hook")[0]["details"] == INTERRUPTED_ERROR.splitlines()[0]
+    assert hooks.bodies("/hook")[0]["url"] == f"{UI_URL}/assets/canvas/imported_semesters"
+
+
+def test_a_failed_live_events_apply_alerts_its_institution_once_after_its_retries(
+    deployment, instance, sandbox, institution, hooks, db, warehouse
+) -> None:
+    """Without this, Live Events that stopped being applied (Canvas refusing the re-reads)
+    would go unnoticed while the tables silently fall behind, or a run Dagster is about to
+    retry would already alert."""
+    hooks.refuse = 0
+    assert deployment.run_semester(instance, SEMESTER).status.value == "SUCCESS"
+    course_id = first_course(institution, SEMESTER)
+    event = rename_course(institution, course_id, "Renamed while Canvas refuses us")
+    landing = Destinations.one_institution(warehouse.schema_name)
+    land_messages(db, landing, [("message-1", json.dumps(event))])
+    sandbox.token = "revoked-in-canvas"
+    job = deployment.defs.resolve_job_def("canvas_live_events_apply")
+    config = {"ops": {"apply_live_events": {"config": {"institutions": ["canvas"]}}}}
+    runs = []
+    for will_retry in ("true", "false"):  # Dagster's run retries tag each failed run
+        result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)
+        instance.add_run_tags(result.run_id, {"dagster/will_retry": will_retry})
+        runs.append(instance.get_run_by_id(result.run_id))
+        deployment.run_failure_tick(instance, runs[-1])
+        deployment.tick("canvas_alerts", instance)
+    [alert] = hooks.bodies("/hook")
+    assert (alert["institution"], alert["kind"], alert["semester"]) == ("canvas", "apply", None)
+    assert alert["summary"] == "canvas: Live Events apply failed"
+    assert "Canvas rejected the API token" in alert["details"]
+    assert alert["url"] == f"{UI_URL}/runs/{runs[1].run_id}"  # the run after the retries
