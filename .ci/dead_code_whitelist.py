@@ -1,15 +1,16 @@
 """Names vulture (the dead-code check in .ci/run) cannot see used, each with who uses it.
 
 Dagster loads ``defs`` by name; pydantic reads ``model_config``; werkzeug and cheroot call the
-sandbox servers' logging hooks; a TYPE_CHECKING import serves string annotations only; the
-product's command line finds the local tools' subcommands by entry point.
+sandbox servers' logging hooks, http.server the dev alert receiver's handler; a TYPE_CHECKING
+import serves string annotations only; the product's command line finds the local tools'
+subcommands by entry point.
 """
 
 from canvas_assets import definitions
 from canvas_assets.commands import canvas_connect
 from canvas_assets.defs import jobs
 from canvas_assets.settings import Settings
-from canvas_devstack import commands
+from canvas_devstack import alert_receiver, commands
 from canvas_sandbox import server
 from canvas_sandbox.model import Floor
 
@@ -22,6 +23,8 @@ server._KeepAliveServer.error_log  # cheroot calls it
 server._QuietHandler.log_request  # werkzeug calls it
 canvas_connect._handler.do_GET  # http.server calls the callback handler's hooks
 canvas_connect._handler.log_message
+alert_receiver._Printer.do_POST  # http.server calls them
+alert_receiver._Printer.log_message
 commands.add_dev_command  # entry points in local/pyproject.toml
 commands.add_sandbox_command
 Floor.chain  # reported through Floor.as_dict (the benchmark's floor figures)

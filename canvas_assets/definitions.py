@@ -21,11 +21,14 @@ from canvas_assets.defs.checks import (
     build_stream_checks,
     shared_queue_spec,
 )
+from canvas_assets.defs.freshness import build_fresh_check
 from canvas_assets.defs.jobs import Jobs, build_jobs
 from canvas_assets.defs.namespace import Namespace
 from canvas_assets.defs.resources import SHARED_WAREHOUSE, build_resources
 from canvas_assets.defs.schedules import build_reconciliation_schedule
+from canvas_assets.defs.sensors.alerts import build_alerts_sensor, build_run_failure_sensor
 from canvas_assets.defs.sensors.auto_import import build_semester_auto_import_sensor
+from canvas_assets.defs.sensors.freshness import build_freshness_sensor
 from canvas_assets.defs.sensors.live_events import build_live_events_sensor, queues_followed
 from canvas_assets.settings import Settings
 
@@ -39,7 +42,10 @@ def institution_definitions(settings: Settings, namespace: Namespace, jobs: Jobs
             imported_semesters_spec(settings, namespace),
             build_semester_tables(settings, namespace),
         ],
-        asset_checks=[build_stream_checks(namespace, settings)],
+        asset_checks=[
+            build_stream_checks(namespace, settings),
+            build_fresh_check(namespace, settings),
+        ],
         schedules=[build_reconciliation_schedule(settings, namespace, jobs)],
     )
 
@@ -55,6 +61,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[
             build_semester_auto_import_sensor(settings, namespaces, jobs),
             *(build_live_events_sensor(settings, q) for q in queues_followed(settings, namespaces)),
+            build_freshness_sensor(settings, namespaces),
+            build_run_failure_sensor(settings, namespaces),
+            build_alerts_sensor(settings, namespaces),
         ],
         resources=build_resources(settings),
     )

@@ -57,6 +57,14 @@ DEFAULT_SHARED_SCHEMA = "canvas_shared"
 CANVAS_BASE_URL_ENV = "CANVAS_BASE_URL"
 WAREHOUSE_URL_ENV = "CANVAS_WAREHOUSE_URL"
 QUEUE_URL_ENV = "CANVAS_LIVE_EVENTS_QUEUE_URL"
+ALERT_WEBHOOK_URL_ENV = "CANVAS_ALERT_WEBHOOK_URL"
+ALERT_SLACK_TOKEN_ENV = "CANVAS_ALERT_SLACK_TOKEN"
+ALERT_TEAMS_WEBHOOK_URL_ENV = "CANVAS_ALERT_TEAMS_WEBHOOK_URL"
+ALERT_SMTP_PASSWORD_ENV = "CANVAS_ALERT_SMTP_PASSWORD"
+ALERT_SECRETS = (
+    ALERT_WEBHOOK_URL_ENV, ALERT_SLACK_TOKEN_ENV, ALERT_TEAMS_WEBHOOK_URL_ENV,
+    ALERT_SMTP_PASSWORD_ENV,
+)  # fmt: skip
 
 
 def _comma_list(value: object) -> object:
@@ -112,6 +120,22 @@ def _home(value: object) -> object:
     return home
 
 
+def _address(value: str) -> str:
+    local, at, domain = value.strip().rpartition("@")
+    if not (at and local and "." in domain) or any(c.isspace() for c in value.strip()):
+        raise ValueError("must be an e-mail address like alerts@school.edu")
+    return value.strip()
+
+
+def _freshness_hours(value: float) -> float:
+    if value < 1 / 60:  # Dagster's freshness policies take no window under a minute
+        raise ValueError("must be at least 0.0167 hours (one minute), e.g. 26")
+    return value
+
+
+FreshnessHours = Annotated[float, AfterValidator(_freshness_hours)]
+Address = Annotated[str, AfterValidator(_address)]
+Addresses = Annotated[tuple[Address, ...], BeforeValidator(_comma_list)]
 Owners = Annotated[tuple[str, ...], BeforeValidator(_comma_list), AfterValidator(_owners)]
 Cron = Annotated[str, AfterValidator(_cron)]
 QueueUrl = Annotated[str, AfterValidator(_queue_url)]
@@ -175,6 +199,57 @@ class Settings(BaseModel):
     canvas_client_id_configured: bool = False
     canvas_client_secret_configured: bool = False
     canvas_refresh_token_configured: bool = False
+    # Freshness and alerts (canvas_assets/alerts). The channels' secrets (ALERT_SECRETS: webhook
+    # URLs, which may carry credentials, the Slack token, the SMTP password) stay with
+    # dg.EnvVar; only whether each is set is recorded, in alert_secrets_set.
+    freshness_hours: FreshnessHours = Field(26.0, alias="CANVAS_FRESHNESS_HOURS")
+    ui_url: BaseUrl | None = Field(None, alias="CANVAS_ASSETS_UI_URL")
+    alert_sensor_interval_seconds: PositiveInt = Field(
+        30, alias="CANVAS_ALERT_SENSOR_INTERVAL_SECONDS"
+    )
+    slack_channel: str | None = Field(None, alias="CANVAS_ALERT_SLACK_CHANNEL", min_length=1)
+    slack_api_url: BaseUrl = Field("https://slack.com/api", alias="CANVAS_ALERT_SLACK_API_URL")
+    smtp_host: str | None = Field(None, alias="CANVAS_ALERT_SMTP_HOST", min_length=1)
+    smtp_port: int = Field(587, alias="CANVAS_ALERT_SMTP_PORT", ge=1, le=65535)
+    smtp_starttls: bool = Field(True, alias="CANVAS_ALERT_SMTP_STARTTLS")
+    smtp_user: str | None = Field(None, alias="CANVAS_ALERT_SMTP_USER", min_length=1)
+    email_from: Address | None = Field(None, alias="CANVAS_ALERT_EMAIL_FROM")
+    email_to: Addresses = Field((), alias="CANVAS_ALERT_EMAIL_TO")
+    alert_secrets_set: frozenset[str] = frozenset()
+
+    @property
+    def alert_channels(self) -> tuple[str, ...]:
+        """The alert channels configured, in the order they are tried."""
+        configured = {
+            "webhook": ALERT_WEBHOOK_URL_ENV in self.alert_secrets_set,
+            "slack": ALERT_SLACK_TOKEN_ENV in self.alert_secrets_set,
+            "msteams": ALERT_TEAMS_WEBHOOK_URL_ENV in self.alert_secrets_set,
+            "email": self.smtp_host is not None,
+        }
+        return tuple(name for name, on in configured.items() if on)
+
+    @model_validator(mode="after")
+    def _alert_channels_complete(self) -> Settings:
+        """A channel set up halfway is refused at load, naming the variable that is missing."""
+        secrets = self.alert_secrets_set
+        needs = [
+            (ALERT_SLACK_TOKEN_ENV in secrets and not self.slack_channel,
+             "CANVAS_ALERT_SLACK_CHANNEL", f"{ALERT_SLACK_TOKEN_ENV} is set"),
+            (self.slack_channel is not None and ALERT_SLACK_TOKEN_ENV not in secrets,
+             ALERT_SLACK_TOKEN_ENV, "CANVAS_ALERT_SLACK_CHANNEL is set"),
+            (self.smtp_host is not None and self.email_from is None,
+             "CANVAS_ALERT_EMAIL_FROM", "CANVAS_ALERT_SMTP_HOST is set"),
+            (self.smtp_host is not None and not self.email_to,
+             "CANVAS_ALERT_EMAIL_TO", "CANVAS_ALERT_SMTP_HOST is set"),
+            (self.smtp_user is not None and ALERT_SMTP_PASSWORD_ENV not in secrets,
+             ALERT_SMTP_PASSWORD_ENV, "CANVAS_ALERT_SMTP_USER is set"),
+            (ALERT_SMTP_PASSWORD_ENV in secrets and self.smtp_user is None,
+             "CANVAS_ALERT_SMTP_USER", f"{ALERT_SMTP_PASSWORD_ENV} is set"),
+        ]  # fmt: skip
+        for missing, variable, because in needs:
+            if missing:
+                raise SettingError(f"{variable} must be set: {because}.")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -223,10 +298,11 @@ class Settings(BaseModel):
         values["canvas_token_configured"] = bool(env.get(CANVAS_API_TOKEN_ENV))
         values["warehouse_url_configured"] = bool(env.get(WAREHOUSE_URL_ENV))
         values["live_events_queue_configured"] = bool(env.get(QUEUE_URL_ENV))
-        _check_warehouse_url(env.get(WAREHOUSE_URL_ENV, "").strip())
+        _check_secret_urls(env)
         values["canvas_client_id_configured"] = bool(env.get(CANVAS_CLIENT_ID_ENV))
         values["canvas_client_secret_configured"] = bool(env.get(CANVAS_CLIENT_SECRET_ENV))
         values["canvas_refresh_token_configured"] = bool(env.get(CANVAS_REFRESH_TOKEN_ENV))
+        values["alert_secrets_set"] = frozenset(n for n in ALERT_SECRETS if env.get(n, "").strip())
         try:
             settings = cls.model_validate(values)
         except ValidationError as exc:
@@ -242,12 +318,18 @@ class Settings(BaseModel):
         return settings
 
 
-def _check_warehouse_url(url: str) -> None:
-    """The warehouse URL's form (a secret: only checked, never kept; shown without password)."""
+def _check_secret_urls(env: Mapping[str, str]) -> None:
+    """The form of the URLs that are secrets: only checked, never kept. The warehouse's is
+    shown without its password; a webhook's (its path is the credential) not at all."""
+    url = env.get(WAREHOUSE_URL_ENV, "").strip()
     if url and not url.startswith(("postgresql://", "postgres://")):
         raise SettingError(
             f"{WAREHOUSE_URL_ENV} must be a postgresql:// URL, got {redact_url(url)!r}."
         )
+    for name in (ALERT_WEBHOOK_URL_ENV, ALERT_TEAMS_WEBHOOK_URL_ENV):
+        url = env.get(name, "").strip()
+        if url and not url.startswith(("https://", "http://")):
+            raise SettingError(f"{name} must be an https:// URL (its value, a secret, not shown).")
 
 
 def _describe(exc: ValidationError) -> str:

@@ -14,6 +14,8 @@ import psycopg
 import yaml
 from psycopg import sql
 
+from canvas_assets.settings import ALERT_SECRETS
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 ROLES_SQL = DEPLOY / "postgres" / "roles.sql"
@@ -30,6 +32,7 @@ SECRET_VARIABLES = (
     "AWS_ACCESS_KEY_ID",
     "POSTGRES_PASSWORD",
     "CANVAS_WAREHOUSE_PASSWORD",
+    *ALERT_SECRETS,
 )
 
 

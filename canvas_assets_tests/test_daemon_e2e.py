@@ -153,6 +153,7 @@ def test_two_institutions_in_one_local_stack_are_both_imported(
     assert all(counts), counts  # each institution's own sandbox, each in its own schema
     log = log_path.read_text(errors="replace")
     assert all(f"institution {name}" in log for name in names)
-    assert "one shared queue" in log and log.count("Started Dagster code server for") == 1
+    servers = (tmp_path / "home" / "logs" / "code-server.log").read_text(errors="replace")
+    assert "one shared queue" in log and servers.count("Started Dagster code server for") == 1
     assert tokens == ([1, 1] if oauth else [0, 0])  # a key's shared token, in each schema
     assert ("developer key" in log) == oauth

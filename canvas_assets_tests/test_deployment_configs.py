@@ -19,6 +19,7 @@ from dagster._serdes.config_class import ConfigurableClassData
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from canvas_assets.settings import ALERT_SECRETS
 from canvas_assets.warehouse.embedded import ensure_database
 
 from .deployment import (
@@ -273,7 +274,12 @@ def test_compose_runs_dagsters_service_shape_with_secrets_only_in_the_code_serve
         assert "./dagster.yaml:/opt/dagster/dagster_home/dagster.yaml:ro" in mounts
         assert services[name]["environment"]["DAGSTER_POSTGRES_HOST"] == "postgres"
     code_env = services["canvas-assets-code"]["environment"]
-    for name in ("CANVAS_API_TOKEN", "CANVAS_WAREHOUSE_URL", "AWS_SECRET_ACCESS_KEY"):
+    for name in (
+        "CANVAS_API_TOKEN",
+        "CANVAS_WAREHOUSE_URL",
+        "AWS_SECRET_ACCESS_KEY",
+        *ALERT_SECRETS,
+    ):
         assert name in code_env
         assert name not in services["webserver"]["environment"]
         assert name not in services["daemon"]["environment"]

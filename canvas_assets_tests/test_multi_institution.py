@@ -64,7 +64,11 @@ def test_an_institutions_file_becomes_one_code_location_with_names_of_its_own(tm
         ("semester_south", "canvas_api_south", "canvas_semester_sync_south"),
     ]
     sensors = {s.name for s in defs.get_repository_def().sensor_defs}
-    assert sensors == {"semester_auto_import", "canvas_live_events"}  # one shared queue
+    # One shared queue; freshness and alerts serve every institution from one sensor each.
+    assert sensors == {
+        "semester_auto_import", "canvas_live_events", "canvas_freshness",
+        "canvas_alert_run_failures", "canvas_alerts",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,24 @@ BAD_VALUES = {
     "CANVAS_ASSET_OWNERS": "data engineering",
     "CANVAS_ASSETS_HOME": str(NOT_A_FOLDER),
     "CANVAS_ASSETS_DEV_EXIT_WHEN_READY": "sometimes",
+    "CANVAS_FRESHNESS_HOURS": "0",
+    "CANVAS_ASSETS_UI_URL": "localhost:3000",
+    "CANVAS_ALERT_SENSOR_INTERVAL_SECONDS": "0",
+    "CANVAS_ALERT_WEBHOOK_URL": "hooks.example.com/hunter2",
+    "CANVAS_ALERT_TEAMS_WEBHOOK_URL": "outlook.office.com/webhook/hunter2",
+    "CANVAS_ALERT_SLACK_API_URL": "slack.com/api",
+    "CANVAS_ALERT_SMTP_PORT": "99999",
+    "CANVAS_ALERT_SMTP_STARTTLS": "perhaps",
+    "CANVAS_ALERT_EMAIL_FROM": "alerts",
+    "CANVAS_ALERT_EMAIL_TO": "data@school.edu, nobody",
+}
+# Settings that only go wrong with another: set alone, each names the one it needs.
+NEEDS_ANOTHER = {
+    "CANVAS_ALERT_SLACK_TOKEN": "CANVAS_ALERT_SLACK_CHANNEL",
+    "CANVAS_ALERT_SLACK_CHANNEL": "CANVAS_ALERT_SLACK_TOKEN",
+    "CANVAS_ALERT_SMTP_HOST": "CANVAS_ALERT_EMAIL_FROM",
+    "CANVAS_ALERT_SMTP_USER": "CANVAS_ALERT_SMTP_PASSWORD",
+    "CANVAS_ALERT_SMTP_PASSWORD": "CANVAS_ALERT_SMTP_USER",
 }
 # Settings whose bad values only a server can judge: `canvas-assets dev` checks them before
 # it starts anything (tested below).
@@ -61,7 +79,7 @@ def _readme_settings() -> set[str]:
 def test_every_setting_in_the_readme_table_is_tried_with_a_bad_value() -> None:
     """Without this, a setting added to the README's table could go unvalidated, and a typo in
     it would be silently taken for something else."""
-    tried = set(BAD_VALUES) | CHECKED_BY_THE_DEV_PREFLIGHT | NOT_OURS
+    tried = set(BAD_VALUES) | set(NEEDS_ANOTHER) | CHECKED_BY_THE_DEV_PREFLIGHT | NOT_OURS
     assert _readme_settings() - tried == set()
     assert set(BAD_VALUES) <= _readme_settings()
 
@@ -91,6 +109,14 @@ def test_incomplete_canvas_credentials_name_what_is_missing(given: dict, named: 
     with pytest.raises(SettingError, match=named) as raised:
         Settings.from_env({"CANVAS_BASE_URL": "https://school.instructure.com", **given})
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("variable", "needed"), sorted(NEEDS_ANOTHER.items()))
+def test_a_setting_that_needs_another_names_it(variable: str, needed: str) -> None:
+    """Without this, an alert channel set up halfway loaded, and its alerts went nowhere."""
+    with pytest.raises(SettingError, match=needed) as raised:
+        Settings.from_env({variable: "hunter2@school.edu"})
+    assert "\n" not in str(raised.value) and "hunter2" not in str(raised.value)
 
 
 def test_a_refused_canvas_token_stops_the_dev_preflight_naming_it(sandbox, monkeypatch) -> None:

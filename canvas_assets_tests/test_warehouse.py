@@ -4,13 +4,21 @@ from psycopg import sql
 
 from canvas_assets.settings import SettingError
 from canvas_assets.warehouse import WarehouseError, WarehouseResource
-from canvas_assets.warehouse.migrate import migrate, migrations
+from canvas_assets.warehouse.migrate import INSTITUTION, SHARED, migrate, migrations
 from canvas_assets.warehouse.status import (
     mark_live_events_applied,
     mark_semesters_added,
     mark_sync_finished,
     mark_sync_started,
 )
+
+
+@pytest.mark.parametrize("kind", [INSTITUTION, SHARED])
+def test_every_migration_has_a_version_of_its_own(kind: str) -> None:
+    """Without this, two changes each adding a migration 0006 merged cleanly, and the second
+    failed every first connection with a duplicate key in schema_migrations."""
+    versions = [migration.version for migration in migrations(kind)]
+    assert len(versions) == len(set(versions)), versions
 
 
 def test_migrations_apply_once_and_rerun_as_noop(warehouse: WarehouseResource) -> None:

@@ -8,7 +8,7 @@ backfills; Live Events are applied by their own job (``defs/apply.py``).
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -128,6 +128,11 @@ def _semester_specs(
             metadata=definition_metadata(spec, namespace.schema),
             partitions_def=namespace.partitions,
             kinds={"canvas", "postgres"},
+            # Asset-level (any semester's sync satisfies it); defs/freshness.py's check watches
+            # each current semester.
+            freshness_policy=dg.FreshnessPolicy.time_window(
+                fail_window=timedelta(hours=settings.freshness_hours)
+            ),
             **_common(settings, namespace),
         )
         for spec in tables

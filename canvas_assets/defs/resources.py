@@ -12,12 +12,17 @@ from typing import TypeVar
 
 import dagster as dg
 
+from canvas_assets.alerts.channels import AlertChannels
 from canvas_assets.canvas import CanvasResource
 from canvas_assets.defs.canvas_oauth import OAuthCanvasResource
 from canvas_assets.defs.namespace import Namespace
 from canvas_assets.institutions import Institution
 from canvas_assets.live_events.sqs import SQSQueueResource
 from canvas_assets.settings import (
+    ALERT_SLACK_TOKEN_ENV,
+    ALERT_SMTP_PASSWORD_ENV,
+    ALERT_TEAMS_WEBHOOK_URL_ENV,
+    ALERT_WEBHOOK_URL_ENV,
     CANVAS_BASE_URL_ENV,
     QUEUE_URL_ENV,
     WAREHOUSE_URL_ENV,
@@ -30,6 +35,7 @@ from canvas_assets.warehouse.migrate import SHARED
 R = TypeVar("R", bound=dg.ConfigurableResource)
 SHARED_QUEUE = "sqs"
 SHARED_WAREHOUSE = "warehouse_shared"
+ALERTS = "alerts"
 
 
 def canvas_resource(
@@ -87,8 +93,34 @@ def shared_queue(settings: Settings) -> SQSQueueResource:
     )
 
 
+def alert_channels(settings: Settings) -> AlertChannels:
+    """The alert channels; a secret that is not set stays None (an unset dg.EnvVar would stop
+    the code location), which leaves its channel unconfigured."""
+
+    def secret(name: str) -> dg.EnvVar | None:
+        return dg.EnvVar(name) if name in settings.alert_secrets_set else None
+
+    return AlertChannels(
+        webhook_url=secret(ALERT_WEBHOOK_URL_ENV),
+        slack_token=secret(ALERT_SLACK_TOKEN_ENV),
+        slack_channel=settings.slack_channel,
+        slack_api_url=settings.slack_api_url,
+        teams_webhook_url=secret(ALERT_TEAMS_WEBHOOK_URL_ENV),
+        smtp_host=settings.smtp_host,
+        smtp_port=settings.smtp_port,
+        smtp_starttls=settings.smtp_starttls,
+        smtp_user=settings.smtp_user,
+        smtp_password=secret(ALERT_SMTP_PASSWORD_ENV),
+        email_from=settings.email_from,
+        email_to=list(settings.email_to),
+    )
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    resources: dict[str, dg.ConfigurableResource] = {SHARED_QUEUE: shared_queue(settings)}
+    resources: dict[str, dg.ConfigurableResource] = {
+        SHARED_QUEUE: shared_queue(settings),
+        ALERTS: alert_channels(settings),
+    }
     if settings.institutions_file is not None:
         resources[SHARED_WAREHOUSE] = warehouse_resource(settings, settings.shared_schema, SHARED)
     for institution in settings.institutions:

@@ -81,3 +81,24 @@ def sync_status(conn: psycopg.Connection, schema: str) -> list[dict]:
                 "last_error FROM {} ORDER BY semester DESC"
             ).format(qualified_table(schema, "semester_sync_status"))
         ).fetchall()
+
+
+@dataclass(frozen=True)
+class SemesterSync:
+    """A semester's line on the Imported Semesters card, as freshness and alerts read it."""
+
+    semester: str
+    status: str
+    added_at: datetime | None
+    last_sync_completed_at: datetime | None
+    last_error: str | None
+
+
+def semester_syncs(conn: psycopg.Connection, schema: str) -> list[SemesterSync]:
+    with conn.cursor(row_factory=class_row(SemesterSync)) as cur:
+        return cur.execute(
+            sql.SQL(
+                "SELECT semester, status, added_at, last_sync_completed_at, last_error FROM {} "
+                "ORDER BY semester"
+            ).format(qualified_table(schema, "semester_sync_status"))
+        ).fetchall()

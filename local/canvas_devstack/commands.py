@@ -68,6 +68,20 @@ def add_dev_command(commands: argparse._SubParsersAction) -> None:
         help="With --oauth: seconds each sandbox access token lives (default: 3600, as Canvas).",
     )
     dev.add_argument(
+        "--alerts",
+        action="store_true",
+        help="Send alerts (CANVAS_ALERT_WEBHOOK_URL) to a local receiver that prints them here "
+        "(default: alerts go to the channels configured, if any).",
+    )
+    dev.add_argument(
+        "--outage-after",
+        type=float,
+        metavar="SECONDS",
+        help="Make the sandbox's Canvas fail (HTTP 503) for a minute, SECONDS after the start, "
+        "to see alerts and recoveries (with --alerts). Any time: curl -X POST "
+        "'<sandbox>/_sandbox/outage?seconds=60' (default: no outage).",
+    )
+    dev.add_argument(
         "--reset",
         action="store_true",
         help="Delete the state folder first: tables, Dagster history, the saved sandbox "
@@ -98,6 +112,8 @@ def run_dev_command(args: argparse.Namespace) -> int:
             institutions=args.institutions,
             verbose=args.verbose,
             token_lifetime=args.token_lifetime if args.oauth else None,
+            alerts=args.alerts,
+            outage_after=args.outage_after,
         )
     except DevStackError as exc:
         print(f"canvas-assets dev: {exc}", file=sys.stderr)

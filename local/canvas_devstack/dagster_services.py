@@ -109,13 +109,12 @@ class Services:
 def start_webserver_and_daemon(
     env: dict[str, str],
     workspace: Path,
-    ui_port: int,
+    port: int,
     stack: contextlib.ExitStack,
     outputs: tuple[IO[bytes] | None, IO[bytes] | None],
 ) -> Services:
-    """dagster-webserver and dagster-daemon, each in its own process group, writing to
-    ``outputs`` (their log files, or the terminal when None)."""
-    port = free_port(ui_port)
+    """dagster-webserver (on ``port``) and dagster-daemon, each in its own process group,
+    writing to ``outputs`` (their log files, or the terminal when None)."""
     common = ["-w", str(workspace), "--log-level", "info"]
     bin_dir = Path(sys.executable).parent  # the environment's own Dagster commands
     webserver = [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]

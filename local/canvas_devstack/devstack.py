@@ -22,6 +22,7 @@ import contextlib
 import os
 import shutil
 import signal
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -29,8 +30,9 @@ from pathlib import Path
 
 import yaml
 
-from canvas_assets.settings import Settings
+from canvas_assets.settings import ALERT_SECRETS, ALERT_WEBHOOK_URL_ENV, Settings
 from canvas_devstack import dagster_services as dagster
+from canvas_devstack.alert_receiver import start_alert_receiver
 from canvas_devstack.console import (
     FailureWatcher,
     cancel_runs_in_flight,
@@ -49,11 +51,14 @@ from canvas_devstack.preflight import check_canvas, check_warehouse, untargeted_
 from canvas_devstack.processes import (
     DevStackError,
     exclusive_lock,
+    free_port,
     stop_process_group,
     wait_until_ready,
 )
+from canvas_sandbox.server import OUTAGE_PATH
 
 DEV_QUEUE_NAME = "canvas-live-events-dev"
+OUTAGE_SECONDS = 60
 STATE_FOLDER = ".canvas-assets"
 LOCATION = "canvas_assets"
 # What only code servers (and the runs they launch) get: the webserver and the daemon never see
@@ -62,7 +67,7 @@ CODE_ONLY = (
     "CANVAS_INSTITUTION", "CANVAS_INSTITUTIONS_FILE", "CANVAS_BASE_URL", "CANVAS_API_TOKEN",
     "CANVAS_CLIENT_ID", "CANVAS_CLIENT_SECRET", "CANVAS_REFRESH_TOKEN", "CANVAS_ACCOUNT_ID",
     "CANVAS_WAREHOUSE_URL", "CANVAS_LIVE_EVENTS_QUEUE_URL", "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", *ALERT_SECRETS,
 )  # fmt: skip
 # Written to <state>/dev.env for Dagster's own CLI (never a secret the user configured).
 DEV_ENV_NAMES = (
@@ -82,6 +87,7 @@ class Site:
 
     location: str
     env: dict[str, str] = field(default_factory=dict)
+    sandboxes: list[str] = field(default_factory=list)  # the sandbox URLs it reads
 
 
 # Where a sandbox's credentials go: the variables themselves (the single institution), and the
@@ -158,6 +164,7 @@ def _single_site(
     for name in ("CANVAS_API_TOKEN", *KEY_VARIABLES):  # the sandbox's own, one way only
         site.env.pop(name, None)
     site.env.update(CANVAS_BASE_URL=sandbox.url, CANVAS_ACCOUNT_ID="self", **variables)
+    site.sandboxes.append(sandbox.url)
     return site
 
 
@@ -190,6 +197,7 @@ def _institution_sites(
         sandbox = start_sandbox(path, size, index, stack, changes, shard, lifetime)
         variables, fields_ = _credentials(sandbox, f"{name.upper()}_")
         site.env.update(variables)
+        site.sandboxes.append(sandbox.url)
         entries.append(
             {
                 "name": name,
@@ -234,6 +242,8 @@ def _start_dagster(
     env: dict[str, str], sites: list[Site], home: Path, ui_port: int, stack, verbose: bool
 ) -> dagster.Services:
     env["DAGSTER_HOME"] = str(dagster.write_instance(home))
+    port = free_port(ui_port)  # chosen first: alerts link into the UI (CANVAS_ASSETS_UI_URL)
+    env.setdefault("CANVAS_ASSETS_UI_URL", f"http://127.0.0.1:{port}")
     logs = [service_output(home, name, verbose) for name in ("code-server", "webserver", "daemon")]
     for log in logs:
         if log is not None:
@@ -245,11 +255,40 @@ def _start_dagster(
     workspace = dagster.write_workspace(home, servers)
     services_env = {k: v for k, v in env.items() if k not in CODE_ONLY}
     services = dagster.start_webserver_and_daemon(
-        services_env, workspace, ui_port, stack, (logs[1], logs[2])
+        services_env, workspace, port, stack, (logs[1], logs[2])
     )
     where = "" if verbose else f"; Dagster's own logs in {home / 'logs'} (--verbose shows them)"
-    say(f"Dagster UI: http://127.0.0.1:{services.port}  (Ctrl-C stops everything{where})")
+    say(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything{where})")
     return services
+
+
+def _watch_alerts(env: dict[str, str], stack: contextlib.ExitStack) -> None:
+    """``--alerts``: the generic webhook points at a receiver that prints each alert here."""
+    if env.get(ALERT_WEBHOOK_URL_ENV):
+        raise DevStackError(
+            f"--alerts starts a local webhook receiver; unset {ALERT_WEBHOOK_URL_ENV} (or leave "
+            "out --alerts to send alerts to yours)."
+        )
+    env[ALERT_WEBHOOK_URL_ENV] = start_alert_receiver(stack)
+    print(f"alerts: printed here as they arrive (webhook {env[ALERT_WEBHOOK_URL_ENV]})")
+
+
+def _outage_later(sandboxes: list[str], after: float, stack: contextlib.ExitStack) -> None:
+    """``--outage-after``: every sandbox answers 503 for a minute, ``after`` seconds from now;
+    the apply and backfill runs of that minute fail, and alert, then recover."""
+    import requests
+
+    def outage() -> None:
+        say(f"canvas: sandbox outage for {OUTAGE_SECONDS} s starts now")
+        for url in sandboxes:
+            with contextlib.suppress(requests.RequestException):
+                requests.post(f"{url}{OUTAGE_PATH}", params={"seconds": OUTAGE_SECONDS}, timeout=5)
+
+    timer = threading.Timer(after, outage)
+    timer.daemon = True
+    timer.start()
+    stack.callback(timer.cancel)
+    print(f"canvas: the sandbox fails for {OUTAGE_SECONDS} s in {after:g} s (--outage-after)")
 
 
 class _Stop(Exception):
@@ -307,6 +346,8 @@ def run_dev(
     institutions: list[str] | None = None,
     verbose: bool = False,
     token_lifetime: float | None = None,
+    alerts: bool = False,
+    outage_after: float | None = None,
 ) -> int:
     """Start the stack; ``token_lifetime``: its sandboxes serve a developer key (--oauth)."""
     folder = state_folder(settings, home, Path.cwd())
@@ -320,6 +361,8 @@ def run_dev(
     try:
         with exclusive_lock(folder / "dev.lock"), contextlib.ExitStack() as stack:
             start_postgres(env, folder)
+            if alerts:
+                _watch_alerts(env, stack)
             for line in untargeted_semesters(settings, env["CANVAS_WAREHOUSE_URL"]):
                 say(line)
             if institutions:
@@ -331,6 +374,9 @@ def run_dev(
                     _single_site(env, folder, stack, size, change_interval_seconds, token_lifetime)
                 ]
             services = _start_dagster(env, sites, folder, ui_port, stack, verbose)
+            if outage_after is not None:
+                sandboxes = [url for site in sites for url in site.sandboxes]
+                _outage_later(sandboxes, outage_after, stack)
             _write_dev_env({**env, **sites[0].env}, folder, stack)
             code = _serve(services, env, settings.dev_exit_when_ready)
     except _Stop:  # stopped while still starting: what started is stopped on the way out

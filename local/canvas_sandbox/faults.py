@@ -1,7 +1,8 @@
 """Failure injection for the sandbox, mutable at runtime by tests: latency, 5xx errors, stalls
 that outlast a client's timeout, throttling storms, connection resets, a page of a paginated
 list that fails (or is cut off halfway), scripted statuses for the next requests, and schema
-drift (fields added to or dropped from Canvas's objects). ``counts`` says what was injected."""
+drift (fields added to or dropped from Canvas's objects), and an outage (every request answered
+503 for a while: ``outage``). ``counts`` says what was injected."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import random
 import socket
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,9 +59,17 @@ class Faults:
     extra_fields: dict[str, Any] = field(default_factory=dict)  # added to every object
     drop_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)  # path part → fields
     counts: Counter[str] = field(default_factory=Counter)  # injected so far, by kind
+    outage_until: float = 0.0  # time.monotonic() until which every request is answered 503
+
+    def outage(self, seconds: float) -> None:
+        """Canvas down for ``seconds`` from now: every request answered 503."""
+        self.outage_until = time.monotonic() + seconds
 
     def draw(self, rng: random.Random, path: str = "", page: str | None = None) -> Injection:
         """Decide the fate of one admitted request (call under the server's lock)."""
+        if time.monotonic() < self.outage_until:
+            self.counts["outage"] += 1
+            return Injection(status=503)
         paged = self._page_fault(path, page)
         if paged is not None:
             return paged

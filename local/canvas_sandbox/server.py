@@ -15,7 +15,8 @@ Canvas, half after it leaves) and ``cache_pages`` (each rendered page is kept un
 institution changes, so serving stays cheap and the sandbox is not what a benchmark measures;
 only for institutions changed through ``Institution.stamp``).
 ``GET /_sandbox/stats`` (outside Canvas's ``/api/v1``) reports the sandbox's own counters and CPU
-time.
+time; ``POST /_sandbox/outage?seconds=60`` takes Canvas down for that long (every API request
+answered 503), to see alerts and recoveries with ``canvas-assets dev --alerts``.
 
 Authentication: the fixed ``token`` (a manually generated access token), and, with a
 ``developer_key``, Canvas's OAuth2 endpoints and the tokens they issue (``oauth.py``): tokens that
@@ -90,6 +91,7 @@ USER_STUB_FIELDS = (
 USER_FIELDS = (*USER_STUB_FIELDS[:5], "first_name", "last_name", *USER_STUB_FIELDS[5:])
 TERM_FIELDS = ("id", "name", "start_at", "end_at", "created_at", "workflow_state", "sis_term_id")
 STATS_PATH = "/_sandbox/stats"
+OUTAGE_PATH = "/_sandbox/outage"
 KEEP_ALIVE_THREADS = 128  # requests served at once: more than any client keeps in flight
 # Which object a route's items are, for the cost model (throttle.ITEM_COSTS).
 COST_KINDS = {
@@ -317,6 +319,11 @@ class SandboxServer:
         if request.path == STATS_PATH:
             grants = {"token_grants": self.oauth.grants} if self.oauth else {}
             return _json({**self.stats.as_dict(), **grants}, 200, {})
+        if request.path == OUTAGE_PATH and request.method == "POST":
+            seconds = float(request.args.get("seconds", "60"))
+            with self._lock:
+                self.faults.outage(seconds)
+            return _json({"outage_seconds": seconds}, 200, {})
         if self.network_latency_seconds:  # the request travelling to Canvas
             time.sleep(self.network_latency_seconds / 2)
         response = self._handle_in_canvas(request)
