@@ -93,6 +93,7 @@ TERM_FIELDS = ("id", "name", "start_at", "end_at", "created_at", "workflow_state
 STATS_PATH = "/_sandbox/stats"
 OUTAGE_PATH = "/_sandbox/outage"
 KEEP_ALIVE_THREADS = 128  # requests served at once: more than any client keeps in flight
+SHUTDOWN_POLL_SECONDS = 0.05
 # Which object a route's items are, for the cost model (throttle.ITEM_COSTS).
 COST_KINDS = {
     "/accounts/<aid>/courses": "courses",
@@ -269,7 +270,10 @@ class SandboxServer:
                 self.host, self.port, self.wsgi, threaded=True, request_handler=_QuietHandler
             )
             self.port = self._server.server_port
-            serve = self._server.serve_forever
+            server = self._server
+            # stop() waits for the serving loop to look for a shutdown: every half second by
+            # default, which a test suite starting a sandbox per test paid at each stop.
+            serve = lambda: server.serve_forever(poll_interval=SHUTDOWN_POLL_SECONDS)  # noqa: E731
         self.url = f"http://{self.host}:{self.port}"
         self._thread = threading.Thread(
             target=serve, daemon=True, name=f"canvas-sandbox-{self.port}"
