@@ -23,6 +23,7 @@ from canvas_assets.tables import SEMESTER_TABLES
 
 PHASES = re.compile(
     r"Semester (\S+) phases: ((?:\w+ [\d.]+ s(?:, )?)+) \(Canvas: (\d+) requests, (\d+) throttled\)"
+    r" done at ([\d.]+)"
 )
 # Dagster writes a step's duration as "850ms", "5.4s", "1m56s" or "1h1m".
 STEP = re.compile(
@@ -44,15 +45,17 @@ def main(semester: str) -> None:
         sys.executable, "-m", "dagster", "asset", "materialize",
         "-m", "canvas_assets.definitions", "--select", select, "--partition", semester,
     ]  # fmt: skip
-    started = time.perf_counter()
+    started_at, started = time.time(), time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - started
+    wall, ended_at = time.perf_counter() - started, time.time()
     output = done.stdout + done.stderr
     phases = PHASES.search(output)
     step = STEP.search(output)
     result = {
         "ok": done.returncode == 0 and phases is not None,
         "wall_s": wall,
+        "started_at": started_at,
+        "ended_at": ended_at,
         "step_s": seconds(step.group(1)) if step else None,
         "phases": (
             {name: float(sec) for name, sec in re.findall(r"(\w+) ([\d.]+) s", phases.group(2))}
@@ -61,6 +64,7 @@ def main(semester: str) -> None:
         ),
         "client_requests": int(phases.group(3)) if phases else None,
         "client_throttled": int(phases.group(4)) if phases else None,
+        "done_at": float(phases.group(5)) if phases else None,
         # Linux reports kilobytes: the largest of this process's waited-for descendants.
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }

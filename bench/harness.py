@@ -87,8 +87,11 @@ class Sandbox:
     def floor(self, semester: str) -> Floor:
         return term_floor(self.shape(semester), self.latency_ms / 1000, server_time=True)
 
-    def stats(self) -> dict[str, float]:
-        return requests.get(f"{self.url}/_sandbox/stats", timeout=10).json()
+    def stats(self, new_window: bool = False) -> dict[str, float]:
+        """The sandbox's counters; ``new_window``: and start timing a new first request."""
+        url = f"{self.url}/_sandbox/stats"
+        answer = requests.post(url, timeout=10) if new_window else requests.get(url, timeout=10)
+        return answer.json()
 
 
 def semester_of(sandbox: Sandbox) -> str:
@@ -129,7 +132,7 @@ def dagster_backfill(sandbox: Sandbox, db_url: str, schema: str, workdir: Path) 
     }
     for name in ("CANVAS_LIVE_EVENTS_QUEUE_URL", "CANVAS_INSTITUTION", "CANVAS_TARGET_SEMESTERS"):
         env.pop(name, None)
-    before = sandbox.stats()
+    before = sandbox.stats(new_window=True)
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "dagster_run.py"), semester_of(sandbox)],
         env=env,
@@ -150,4 +153,10 @@ def dagster_backfill(sandbox: Sandbox, db_url: str, schema: str, workdir: Path) 
     phases = result["phases"]
     result["partition_s"] = sum(phases.values())
     result["launch_s"] = result["wall_s"] - (result["step_s"] or result["partition_s"])
+    # From the command's start to Canvas's first request, and from Canvas's last answer to the
+    # command's end (the map, validate and write left, then the run's own end and exit).
+    result["to_first_request_s"] = after["first_request_at"] - result["started_at"]
+    result["after_last_answer_s"] = result["ended_at"] - after["last_answer_at"]
+    # Of that, the backfill's own work (map, validate, write) until it was done.
+    result["work_after_last_answer_s"] = result["done_at"] - after["last_answer_at"]
     return result

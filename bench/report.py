@@ -43,8 +43,10 @@ def _phases(run: dict) -> str:
 def backfill_table(results: dict) -> list[str]:
     lines = [
         "| size | rows | run | partition s | fetch / map / validate / write s | launch s "
+        "| to first request s | after last answer s (of it the backfill's) "
         "| requests (fewest) | throttled | peak RSS MB | rows/s | pandera | vs floor |",
-        "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: |",
     ]
     for b in results["backfill"]:
         for kind, name in (("first", "first (empty)"), ("rerun", "re-run")):
@@ -52,6 +54,8 @@ def backfill_table(results: dict) -> list[str]:
             lines.append(
                 f"| {b['label']} | {b['rows']:,} | {name} | {_s(r['partition_s'])} "
                 f"| {_phases(r)} | {_s(r['launch_s'])} "
+                f"| {_s(r.get('to_first_request_s'))} | {_s(r.get('after_last_answer_s'))} "
+                f"({_s(r.get('work_after_last_answer_s'))}) "
                 f"| {r['requests']:,.0f} ({b['fewest_requests']:,}) | {r['throttled']} "
                 f"| {r['peak_rss_mb']:,.0f} | {r['rows_per_s']:,.0f} "
                 f"| {r['pandera_share']:.1%} | {r['vs_floor']:.2f}x |"

@@ -108,6 +108,9 @@ def summarize(label: str, shape: TermShape, floor: dict, runs: list[dict]) -> di
         out[kind] = {
             "wall_s": median([g["wall_s"] for g in got]),
             "launch_s": median([g["launch_s"] for g in got]),
+            "to_first_request_s": median([g["to_first_request_s"] for g in got]),
+            "after_last_answer_s": median([g["after_last_answer_s"] for g in got]),
+            "work_after_last_answer_s": median([g["work_after_last_answer_s"] for g in got]),
             "partition_s": partition,
             "phases_s": phases,
             "requests": median([g["requests"] for g in got]),

@@ -66,6 +66,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_alerts_sensor(settings, namespaces),
         ],
         resources=build_resources(settings),
+        # Every job runs its steps in the run's own process: a backfill is one step, and a step
+        # subprocess would load the code a second time before the first Canvas request.
+        executor=dg.in_process_executor,
     )
     return dg.Definitions.merge(
         *(institution_definitions(settings, n, jobs) for n in namespaces), shared

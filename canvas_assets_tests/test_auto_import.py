@@ -117,6 +117,15 @@ def test_definitions_load_with_lineage_and_running_sensors() -> None:
         assert defs.get_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
 
 
+def test_every_job_runs_its_steps_in_the_runs_own_process() -> None:
+    """Without this, a backfill launched from the UI (the asset job) or by a sensor ran its one
+    step in a second process that loaded the code again: about two seconds more between the
+    launch and the first Canvas request (BENCHMARKS.md)."""
+    defs = definitions.defs()
+    for job in ("canvas_semester_sync", "__ASSET_JOB", "canvas_terms_sync"):
+        assert defs.resolve_job_def(job).executor_def.name == "in_process", job
+
+
 def test_reconciliation_picks_the_semesters_running_now() -> None:
     """Without this, the nightly heal would re-sync old semesters or skip the current one."""
     from datetime import UTC, datetime

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import boto3
+import dagster as dg
 from botocore.config import Config
-from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field
 
 
@@ -17,25 +17,30 @@ class QueueMessage:
     body: str
 
 
-class SQSQueueResource(ResourceWithBoto3Configuration):
-    """A Live Events queue. boto3's own settings (AWS_ENDPOINT_URL_SQS, AWS_REGION, credentials)
-    apply unchanged when the fields are left unset."""
+class SQSQueueResource(dg.ConfigurableResource):
+    """A Live Events queue. boto3's own settings (AWS_ENDPOINT_URL_SQS, AWS_REGION, credentials,
+    profiles, roles) apply unchanged when the fields are left unset. (Not dagster-aws's boto3
+    resource base: importing dagster_aws costs every process that loads the code location, every
+    run among them, about half a second.)"""
 
     queue_url: str | None = Field(
         default=None, description="Queue URL (CANVAS_LIVE_EVENTS_QUEUE_URL); unset disables."
     )
+    region_name: str | None = Field(default=None, description="AWS region; unset: boto3's.")
+    endpoint_url: str | None = Field(
+        default=None, description="SQS endpoint; unset: boto3's (AWS_ENDPOINT_URL_SQS)."
+    )
+    aws_access_key_id: str | None = Field(default=None, description="Unset: boto3's chain.")
+    aws_secret_access_key: str | None = Field(default=None, description="Unset: boto3's chain.")
+    max_attempts: int = Field(default=5, description="boto3's attempts per call (standard mode).")
 
     def client(self):
-        session = boto3.session.Session(profile_name=self.profile_name)
-        return session.client(
+        return boto3.session.Session().client(
             "sqs",
             region_name=self.region_name,
             endpoint_url=self.endpoint_url,
-            use_ssl=self.use_ssl,
-            verify=self.verify,
             aws_access_key_id=self.aws_access_key_id,
             aws_secret_access_key=self.aws_secret_access_key,
-            aws_session_token=self.aws_session_token,
             config=Config(retries={"max_attempts": self.max_attempts, "mode": "standard"}),
         )
 

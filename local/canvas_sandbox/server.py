@@ -174,27 +174,42 @@ class _Encoded(bytes):
 
 class SandboxStats:
     """What the sandbox served, for benchmarks: admitted and throttled requests, the summed
-    cost it charged, and its own CPU time."""
+    cost it charged, its own CPU time, and when the current window's first request arrived and
+    its last answer left (wall clock; ``POST /_sandbox/stats`` opens a new window)."""
 
     def __init__(self) -> None:
         self.admitted = 0
         self.throttled = 0
         self.cost = 0.0
+        self.first_request_at: float | None = None
+        self.last_answer_at: float | None = None
         self._lock = threading.Lock()
+
+    def arrived(self) -> None:
+        with self._lock:
+            if self.first_request_at is None:
+                self.first_request_at = time.time()
 
     def add(self, admitted: int = 0, throttled: int = 0, cost: float = 0.0) -> None:
         with self._lock:
             self.admitted += admitted
             self.throttled += throttled
             self.cost += cost
+            self.last_answer_at = time.time()
 
-    def as_dict(self) -> dict[str, float]:
+    def new_window(self) -> None:
+        with self._lock:
+            self.first_request_at = self.last_answer_at = None
+
+    def as_dict(self) -> dict[str, float | None]:
         with self._lock:
             return {
                 "admitted": self.admitted,
                 "throttled": self.throttled,
                 "cost": round(self.cost, 3),
                 "cpu_seconds": round(time.process_time(), 3),
+                "first_request_at": self.first_request_at,
+                "last_answer_at": self.last_answer_at,
             }
 
 
@@ -321,6 +336,8 @@ class SandboxServer:
 
     def _handle(self, request: Request) -> Response:
         if request.path == STATS_PATH:
+            if request.method == "POST":
+                self.stats.new_window()
             grants = {"token_grants": self.oauth.grants} if self.oauth else {}
             return _json({**self.stats.as_dict(), **grants}, 200, {})
         if request.path == OUTAGE_PATH and request.method == "POST":
@@ -328,6 +345,7 @@ class SandboxServer:
             with self._lock:
                 self.faults.outage(seconds)
             return _json({"outage_seconds": seconds}, 200, {})
+        self.stats.arrived()
         if self.network_latency_seconds:  # the request travelling to Canvas
             time.sleep(self.network_latency_seconds / 2)
         response = self._handle_in_canvas(request)
