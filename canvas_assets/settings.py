@@ -217,17 +217,6 @@ class Settings(BaseModel):
     email_to: Addresses = Field((), alias="CANVAS_ALERT_EMAIL_TO")
     alert_secrets_set: frozenset[str] = frozenset()
 
-    @property
-    def alert_channels(self) -> tuple[str, ...]:
-        """The alert channels configured, in the order they are tried."""
-        configured = {
-            "webhook": ALERT_WEBHOOK_URL_ENV in self.alert_secrets_set,
-            "slack": ALERT_SLACK_TOKEN_ENV in self.alert_secrets_set,
-            "msteams": ALERT_TEAMS_WEBHOOK_URL_ENV in self.alert_secrets_set,
-            "email": self.smtp_host is not None,
-        }
-        return tuple(name for name, on in configured.items() if on)
-
     @model_validator(mode="after")
     def _alert_channels_complete(self) -> Settings:
         """A channel set up halfway is refused at load, naming the variable that is missing."""

@@ -4,6 +4,7 @@ SMTP server that asks for a login. The sensors are called as the daemon calls th
 test_alerts_daemon.py runs them in the daemon itself."""
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -143,9 +144,12 @@ def test_a_stalled_stream_alerts_once(deployment, instance, hooks, monkeypatch, 
     """Without this, a Canvas that stopped publishing Live Events would go unnoticed until
     someone opened the UI, or would page people at every tick of the sensor."""
     monkeypatch.setenv("CANVAS_LIVE_EVENTS_QUEUE_URL", queue.queue_url)
-    monkeypatch.setenv("CANVAS_LIVE_EVENTS_STALL_SECONDS", "60")
+    monkeypatch.setenv("CANVAS_LIVE_EVENTS_STALL_SECONDS", "1")
     hooks.refuse = 0
     deployment.refresh()
+    deployment.tick("canvas_alerts", instance)  # a stream just set up is not stalled yet
+    assert hooks.bodies("/hook") == []
+    time.sleep(1.1)  # listened to for longer than the stall limit, and never a message
     for _ in range(3):
         deployment.tick("canvas_alerts", instance)
     alerts = [(a["kind"], a["status"], a["summary"]) for a in hooks.bodies("/hook")]

@@ -90,6 +90,8 @@ def deliver_due(
 
 def _send(channels: AlertChannels, channel: str, alert: Alert, redactor: Redactor) -> str | None:
     """None when the channel took the alert, else why not (scrubbed, one line)."""
+    if channel not in channels.configured():  # set up when the alert was queued, not now
+        return f"{channel} is no longer configured"
     try:
         channels.send(channel, alert)
     except ChannelRefused as exc:

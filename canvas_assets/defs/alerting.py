@@ -34,7 +34,7 @@ from canvas_assets.live_events.health import StreamHealth, stream_health
 from canvas_assets.outcomes import first_line
 from canvas_assets.settings import Settings
 from canvas_assets.tables import SEMESTER_TABLES, TERMS
-from canvas_assets.warehouse.reads import SemesterSync
+from canvas_assets.warehouse.reads import SemesterSync, schema_created_at
 
 # What runs by itself again and again (the stream, freshness, apply runs, terms refreshes) is
 # recovered once it has passed this long: one incidental success between failures (an apply
@@ -216,9 +216,15 @@ def _stream_details(check: str, health: StreamHealth, settings: Settings) -> str
 def stream_findings(
     conn: psycopg.Connection, schema: str, namespace: Namespace, settings: Settings, now: datetime
 ) -> list[Finding]:
-    """The institution's failing stream health checks (those the Live Events sensor reports)."""
+    """The institution's failing stream health checks (those the Live Events sensor reports).
+    A stream that never carried a message is stalled once it has been listened to for
+    CANVAS_LIVE_EVENTS_STALL_SECONDS, not from the first tick of a new deployment."""
     health = stream_health(conn, schema, now)
     link = asset_link(namespace.key("live_events"), "checks")
+    listening = schema_created_at(conn, schema)
+    new_stream = health.since_last_message_seconds is None and (
+        listening is None or (now - listening).total_seconds() <= settings.live_events_stall_seconds
+    )
     return [
         Finding(
             subject=f"Live Events stream ({check.check_name})",
@@ -228,7 +234,7 @@ def stream_findings(
             link=link,
         )
         for check in stream_evaluations(namespace, settings, health)
-        if not check.passed
+        if not check.passed and not (new_stream and check.check_name == "stream_flowing")
     ]
 
 

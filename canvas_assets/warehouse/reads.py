@@ -102,3 +102,13 @@ def semester_syncs(conn: psycopg.Connection, schema: str) -> list[SemesterSync]:
                 "ORDER BY semester"
             ).format(qualified_table(schema, "semester_sync_status"))
         ).fetchall()
+
+
+def schema_created_at(conn: psycopg.Connection, schema: str) -> datetime | None:
+    """When the schema's first migration ran: since when its Live Events have been listened for."""
+    row = conn.execute(
+        sql.SQL("SELECT min(applied_at) FROM {}").format(
+            qualified_table(schema, "schema_migrations")
+        )
+    ).fetchone()
+    return row[0] if row else None
