@@ -191,3 +191,21 @@ def test_two_institutions_share_an_instance_and_a_database_without_collisions(
     # Two different colleges (same ids, other courses), not one copied twice.
     north_courses = expected_semester(institution, semester)["courses"]
     assert north_courses != expected_semester(other_institution, semester)["courses"]
+
+
+def test_live_events_apply_runs_leave_the_run_queue_before_any_backfill(tmp_path) -> None:
+    """Without this, the nightly reconciliation of many institutions (a backfill per current
+    semester, all queued at 03:00) would hold every Live Events apply run in Dagster's queue
+    behind them: events minutes to an hour late at a vendor's scale."""
+    defs = build_definitions(_settings(tmp_path, [NORTH, SOUTH]))
+    jobs = defs.get_repository_def().get_all_jobs()
+
+    def priority(job: dg.JobDefinition) -> int:
+        return int(job.tags.get("dagster/priority", "0"))  # Dagster's default is 0
+
+    apply = next(job for job in jobs if job.name == "canvas_live_events_apply")
+    others = [job for job in jobs if job.name != apply.name]
+    assert any(job.name == "canvas_semester_sync_north" for job in others)
+    assert all(priority(apply) > priority(job) for job in others), [
+        (job.name, priority(job)) for job in others
+    ]

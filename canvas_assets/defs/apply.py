@@ -25,6 +25,9 @@ from canvas_assets.live_events.passes import InstitutionPass, SemesterPass, appl
 from canvas_assets.tables import SEMESTER_TABLES, TableSpec, ValidationReport
 
 APPLY_JOB = "canvas_live_events_apply"
+# Dagster's run queue launches higher priorities first: a short apply run never waits in the
+# queue behind backfills (the nightly reconciliation of every institution queues many at once).
+APPLY_RUN_PRIORITY = "10"
 MAX_SIDE_BY_SIDE = 8  # institutions applied at once in one run
 # A run's Canvas calls fail fast: an institution whose Canvas does not answer is retried by
 # Dagster's run retries and the next runs, not by minutes of waiting inside this one.
@@ -141,10 +144,10 @@ def build_apply_job(
     @dg.job(
         name=APPLY_JOB,
         executor_def=dg.in_process_executor,
-        tags={SOURCE_TAG: "live_events"},
+        tags={SOURCE_TAG: "live_events", "dagster/priority": APPLY_RUN_PRIORITY},
         description="Applies the landed Live Events of a batch of institutions (requested by "
-        f"the Live Events sensor). Filter the Runs page with the tag {SOURCE_TAG}=live_events, "
-        "or by this job's name.",
+        f"the Live Events sensor), ahead of queued backfills. Filter the Runs page with the tag "
+        f"{SOURCE_TAG}=live_events, or by this job's name.",
     )
     def canvas_live_events_apply() -> None:
         apply_live_events()
