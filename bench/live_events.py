@@ -32,6 +32,7 @@ from canvas_assets.live_events.poll import poll_queue
 from canvas_assets.live_events.route import route_pending
 from canvas_assets.live_events.sqs import SQSQueueResource
 from canvas_assets.live_events.store import pending_semesters
+from canvas_assets.settings import Settings
 from canvas_assets.warehouse import WarehouseResource
 from canvas_assets.warehouse.status import recorded_sync
 from canvas_devstack.processes import free_port, start_dev, stop_process_group
@@ -220,7 +221,7 @@ def daemon_latency(db_url: str, sqs_url: str, workdir: Path, samples: int) -> di
         "p50_s": statistics.median(ordered),
         "p95_s": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
         "max_s": ordered[-1],
-        "sensor_interval_s": 30,
+        "sensor_interval_s": Settings.model_fields["live_events_sensor_interval_seconds"].default,
     }
 
 

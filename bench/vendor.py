@@ -9,7 +9,7 @@ file, one code location, one shared queue) against an embedded PostgreSQL of the
 own, waits for every institution's first backfill of 2026SP, then measures for the window:
 
 - RSS of the deployment's own processes (code server, webserver, daemon; runs apart), sampled
-  every 5 s; "at idle" is the median of the samples taken while no run was in flight. The
+  every second; "at idle" is the median of the samples taken while no run was in flight. The
   sandboxes, moto and the change drivers (the ``canvas-assets dev`` process itself) and
   PostgreSQL are reported apart;
 - the Live Events sensor's tick durations, and the runs started per hour, by job;
@@ -46,7 +46,7 @@ from canvas_assets.warehouse.embedded import ensure_database
 from canvas_devstack.processes import free_port, start_dev, stop_process_group
 
 SEMESTER = "2026SP"
-SAMPLE_SECONDS = 5.0
+SAMPLE_SECONDS = 1.0  # runs last a few seconds: a slower sampling misses them
 ROLES = {
     "code server": ("code-server", "api grpc"),
     "webserver": ("dagster-webserver", "dagster_webserver"),
@@ -196,7 +196,7 @@ def _measure(dev: psutil.Process, window: float) -> dict:
             role: statistics.median(s[role] for s in idle)
             for role in ("code server", "webserver", "daemon")
         },
-        # None when no sample caught a run in flight (runs last seconds; samples are 5 s apart).
+        # None when no sample caught a run in flight (runs last seconds; a second apart).
         "runs_rss_peak_mb": max((s["runs"] for s in samples if s["run_count"]), default=None),
         "runs_in_flight_peak": max(s["run_count"] for s in samples),
         "sandbox_process_rss_mb": statistics.median(
