@@ -61,12 +61,22 @@ def _role(process: psutil.Process) -> str | None:
         command = " ".join(process.cmdline())
     except psutil.Error:
         return None
-    if "execute_run" in command:
+    if "execute_run" in command or (
+        "spawn_main" in command and _role_of_parent(process) == "code server"
+    ):  # the code server's gRPC server starts each run as a multiprocessing "spawn" child
         return "runs"
     for role, marks in ROLES.items():
         if any(mark in command for mark in marks):
             return role
     return None
+
+
+def _role_of_parent(process: psutil.Process) -> str | None:
+    try:
+        parent = process.parent()
+    except psutil.Error:
+        return None
+    return None if parent is None else _role(parent)
 
 
 def _sample(dev: psutil.Process) -> dict[str, float]:
