@@ -130,22 +130,8 @@ def test_two_institutions_in_one_local_stack_are_both_imported(
                             break
                     assert time.monotonic() < deadline, log_path.read_text()[-3000:]
                     time.sleep(2)
-            counts = [
-                conn.execute(
-                    sql.SQL("SELECT count(*) FROM {}.courses").format(
-                        sql.Identifier(f"canvas_{name}")
-                    )
-                ).fetchone()[0]
-                for name in names
-            ]
-            tokens = [
-                conn.execute(
-                    sql.SQL("SELECT count(*) FROM {}.canvas_access_token").format(
-                        sql.Identifier(f"canvas_{name}")
-                    )
-                ).fetchone()[0]
-                for name in names
-            ]
+            counts = [_row_count(conn, f"canvas_{name}", "courses") for name in names]
+            tokens = [_row_count(conn, f"canvas_{name}", "canvas_access_token") for name in names]
     finally:
         assert stop_process_group(proc, 90.0, signal.SIGINT), (
             "canvas-assets dev did not stop on Ctrl-C"
@@ -157,3 +143,8 @@ def test_two_institutions_in_one_local_stack_are_both_imported(
     assert "one shared queue" in log and servers.count("Started Dagster code server for") == 1
     assert tokens == ([1, 1] if oauth else [0, 0])  # a key's shared token, in each schema
     assert ("developer key" in log) == oauth
+
+
+def _row_count(conn: psycopg.Connection, schema: str, table: str) -> int:
+    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+    return conn.execute(query).fetchone()[0]

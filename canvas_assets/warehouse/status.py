@@ -50,18 +50,29 @@ def mark_semesters_added(conn: psycopg.Connection, schema: str, semesters: Itera
 NOT_TARGETED = "not targeted"
 
 
+def _updated_semesters(
+    conn: psycopg.Connection, schema: str, statement: sql.SQL, params: tuple
+) -> list[str]:
+    """Run one status ``UPDATE ... RETURNING semester`` on the schema's card table (``{}``),
+    in its own transaction; the semesters it changed, sorted."""
+    with conn.transaction():
+        query = statement.format(qualified_table(schema, STATUS_TABLE))
+        rows = conn.execute(query, params).fetchall()
+    return sorted(semester for (semester,) in rows)
+
+
 def mark_not_targeted(conn: psycopg.Connection, schema: str, semesters: Iterable[str]) -> list[str]:
     """Semesters imported before that Target Semesters no longer admit: their card says so
     (their Live Events are closed as out_of_target). Returns the ones newly marked."""
-    with conn.transaction():
-        rows = conn.execute(
-            sql.SQL(
-                "UPDATE {} SET status = %s WHERE semester = ANY(%s) "
-                "AND status NOT IN (%s, 'syncing') RETURNING semester"
-            ).format(qualified_table(schema, STATUS_TABLE)),
-            (NOT_TARGETED, sorted(semesters), NOT_TARGETED),
-        ).fetchall()
-    return sorted(semester for (semester,) in rows)
+    return _updated_semesters(
+        conn,
+        schema,
+        sql.SQL(
+            "UPDATE {} SET status = %s WHERE semester = ANY(%s) "
+            "AND status NOT IN (%s, 'syncing') RETURNING semester"
+        ),
+        (NOT_TARGETED, sorted(semesters), NOT_TARGETED),
+    )
 
 
 def mark_targeted_again(
@@ -69,15 +80,15 @@ def mark_targeted_again(
 ) -> list[str]:
     """Not-targeted semesters that Target Semesters admit again: back to ``added``, to be
     re-synced so they catch up on what they missed. Returns them."""
-    with conn.transaction():
-        rows = conn.execute(
-            sql.SQL(
-                "UPDATE {} SET status = 'added' WHERE semester = ANY(%s) AND status = %s "
-                "RETURNING semester"
-            ).format(qualified_table(schema, STATUS_TABLE)),
-            (sorted(semesters), NOT_TARGETED),
-        ).fetchall()
-    return sorted(semester for (semester,) in rows)
+    return _updated_semesters(
+        conn,
+        schema,
+        sql.SQL(
+            "UPDATE {} SET status = 'added' WHERE semester = ANY(%s) AND status = %s "
+            "RETURNING semester"
+        ),
+        (sorted(semesters), NOT_TARGETED),
+    )
 
 
 def mark_sync_started(conn: psycopg.Connection, schema: str, semester: str) -> None:
@@ -250,12 +261,12 @@ def recover_interrupted_syncs(
     """Mark ``failed`` every semester the card shows ``syncing`` although no backfill of it is
     running (``running``: semesters with a queued or started backfill run) and that started
     more than ``started_before`` ago (so a run that just began is left alone). Returns them."""
-    with conn.transaction():
-        rows = conn.execute(
-            sql.SQL(
-                "UPDATE {} SET status = 'failed', last_error = %s WHERE status = 'syncing' "
-                "AND NOT (semester = ANY(%s)) AND started_at < now() - %s RETURNING semester"
-            ).format(qualified_table(schema, STATUS_TABLE)),
-            (INTERRUPTED_ERROR, sorted(running), started_before),
-        ).fetchall()
-    return sorted(semester for (semester,) in rows)
+    return _updated_semesters(
+        conn,
+        schema,
+        sql.SQL(
+            "UPDATE {} SET status = 'failed', last_error = %s WHERE status = 'syncing' "
+            "AND NOT (semester = ANY(%s)) AND started_at < now() - %s RETURNING semester"
+        ),
+        (INTERRUPTED_ERROR, sorted(running), started_before),
+    )
