@@ -25,6 +25,8 @@ PHASES = re.compile(
     r"Semester (\S+) phases: ((?:\w+ [\d.]+ s(?:, )?)+) \(Canvas: (\d+) requests, (\d+) throttled\)"
     r" done at ([\d.]+)"
 )
+# The staged tables' own work, summed over their chunks (most of it during the fetch).
+STAGED = re.compile(r"; staged: ((?:\w+ [\d.]+ s(?:, )?)+)")
 # Dagster writes a step's duration as "850ms", "5.4s", "1m56s" or "1h1m".
 STEP = re.compile(
     r'Finished execution of step "canvas_semester_tables" in ((?:[\d.]+(?:ms|h|m|s))+)'
@@ -51,6 +53,7 @@ def main(semester: str) -> None:
     output = done.stdout + done.stderr
     phases = PHASES.search(output)
     step = STEP.search(output)
+    staged = STAGED.search(output)
     result = {
         "ok": done.returncode == 0 and phases is not None,
         "wall_s": wall,
@@ -62,6 +65,11 @@ def main(semester: str) -> None:
             if phases
             else {}
         ),
+        "staged": {
+            name: float(sec) for name, sec in re.findall(r"(\w+) ([\d.]+) s", staged.group(1))
+        }
+        if staged
+        else {},
         "client_requests": int(phases.group(3)) if phases else None,
         "client_throttled": int(phases.group(4)) if phases else None,
         "done_at": float(phases.group(5)) if phases else None,

@@ -69,6 +69,8 @@ class Sandbox:
         ]  # fmt: skip
         if self.extra.get("account_users"):
             command += ["--account-users", str(self.extra["account_users"])]
+        if self.extra.get("network_ms"):
+            command += ["--network-ms", str(self.extra["network_ms"])]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if "Canvas sandbox" not in line:

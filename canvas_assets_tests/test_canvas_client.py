@@ -177,3 +177,22 @@ def test_a_request_waiting_for_a_full_limiter_sleeps_until_a_slot_is_freed() -> 
     waiter.join(timeout=10)
     assert not waiter.is_alive(), "the waiting request was not admitted once a slot was free"
     assert looks_while_full < 20
+
+
+def test_requests_admitted_but_not_yet_sent_count_against_the_allowance() -> None:
+    """Without this, requests admitted while their threads wait for the GIL (the process busy
+    mapping and copying a semester) would be in no answer's allowance: the limiter would let
+    one more request into Canvas's service per such request than the bucket admits, and get
+    throttled."""
+    limiter = BudgetLimiter(maximum=16, reserve=100.0)
+    first = limiter.acquire()
+    limiter.sending(first)
+    limiter.release(first, 550.0)  # room for nine more at once
+    assert limiter.limit == 10
+    tickets = [limiter.acquire() for _ in range(4)]
+    for ticket in tickets[:2]:
+        limiter.sending(ticket)
+    # An answer below the reserve: the limit falls to what is in flight, less the room the
+    # answer lacks (one request) and less the two requests not yet sent.
+    limiter.release(tickets[0], 90.0)
+    assert limiter.limit == min(10, 3 + 1) - 1 - 2

@@ -9,7 +9,7 @@ Every object is fetched once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -104,9 +104,12 @@ def fetch_semester(
     fetched_at: datetime,
     tables: Sequence[TableSpec] = SEMESTER_TABLES,
     people_plan: PeoplePlan | None = None,
+    on_objects: Callable[[str, list], None] | None = None,
 ) -> SemesterSnapshot:
     """The term's courses, each course's per-course objects (started as soon as the course's
-    page of the list arrives), and the people enrolled (``People``)."""
+    page of the list arrives), and the people enrolled (``People``). ``on_objects(table,
+    objects)`` is given each course's objects of each table as they are collected, in course
+    order, in the caller's thread: work on them there overlaps the rest of the fetch."""
     snapshot = SemesterSnapshot(semester=semester, term=term, fetched_at=fetched_at)
     sources = _sources(tables)
     people = People(session, people_plan or PeoplePlan())
@@ -125,7 +128,7 @@ def fetch_semester(
                         for _, source in sources
                     ]
                 )
-        _collect(snapshot, sources, reads)
+        _collect(snapshot, sources, reads, on_objects)
         snapshot.users = people.finish(enrolled_people(snapshot), pool)
     finally:
         people.stop()
@@ -134,14 +137,20 @@ def fetch_semester(
 
 
 def _collect(
-    snapshot: SemesterSnapshot, sources: list[tuple[str, PerCourse]], reads: list[list[Future]]
+    snapshot: SemesterSnapshot,
+    sources: list[tuple[str, PerCourse]],
+    reads: list[list[Future]],
+    on_objects: Callable[[str, list], None] | None = None,
 ) -> None:
     """Add each course's objects in course order (a deterministic snapshot)."""
     for table, _ in sources:
         snapshot.per_course.setdefault(table, [])
     for futures in reads:
         for (table, _), future in zip(sources, futures, strict=True):
-            snapshot.per_course[table].extend(future.result())
+            objects = future.result()
+            snapshot.per_course[table].extend(objects)
+            if on_objects is not None:
+                on_objects(table, objects)
 
 
 def fetch_per_course(

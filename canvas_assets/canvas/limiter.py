@@ -16,12 +16,17 @@ at once while costs are low, and fewer as cost accumulates.
   sent at the current limit) the lowest sample says how many more up-front charges the bucket
   could have taken; the limit moves by that much (at most halving; upwards at most doubling, and
   by one a round from eight in flight), upwards only when requests were waiting for it. The
-  reserve (``rate_limit_floor``) is the next request's own charge plus a margin for the answers
-  still on their way.
+  reserve (``rate_limit_floor``, 150 by default) is the next request's own charge plus two
+  charges of margin for the answers still on their way. It keeps about ten requests in service
+  where Canvas serves eleven; one charge of margin read a semester a tenth faster but was
+  throttled now and then (BENCHMARKS.md, bench/paired.py).
 * Cost arriving faster than the bucket drains (``X-Request-Cost`` per second above the 10 units
   per second of outflow) lowers the allowance the next round will have: it counts now.
 * An answer below the reserve lowers the limit at once; a throttled answer (which should not
   happen) cuts it by a third, and the session waits and retries the request.
+* A request admitted but not yet sent (its thread waiting for the GIL while the process is
+  busy) is in no answer's allowance yet, but will take its charge: each such request takes one
+  request's room off every answer's.
 * Requests are released at an even pace (the typical time a request takes, divided by the
   limit) rather than in a burst when several answers arrive together: a burst can reach Canvas
   while the requests it replaces are still being served there.
@@ -94,6 +99,7 @@ class Ticket:
     seq: int
     wake: threading.Event = field(compare=False, default_factory=threading.Event)
     admitted: bool = field(compare=False, default=False)
+    on_wire: bool = field(compare=False, default=False)
     sent: float = field(compare=False, default=0.0)
     round: int = field(compare=False, default=0)
 
@@ -117,6 +123,8 @@ class BudgetLimiter:
         self.outflow = outflow
         self.clock = clock
         self.in_flight = 0
+        # Admitted but not yet sent (the thread waits for the GIL): no answer counts them yet.
+        self._unsent = 0
         self.peak_in_flight = 0
         self.typical_seconds = 0.0  # running mean of the time a request takes
         self._answered = False
@@ -163,11 +171,22 @@ class BudgetLimiter:
             ticket = heapq.heappop(self._waiting)
             ticket.sent, ticket.round, ticket.admitted = now, self._round, True
             self.in_flight += 1
+            self._unsent += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             self._next_send = max(now, self._next_send) + self.typical_seconds / self.limit
             ticket.wake.set()
         if self._waiting:
             self._waiting[0].wake.set()  # the (new) first in line starts watching the clock
+
+    def sending(self, ticket: Ticket) -> None:
+        """The admitted request goes on the wire now: from here Canvas's answers count it."""
+        with self._lock:
+            self._on_wire(ticket)
+
+    def _on_wire(self, ticket: Ticket) -> None:
+        if not ticket.on_wire:
+            ticket.on_wire = True
+            self._unsent -= 1
 
     def release(
         self,
@@ -178,6 +197,7 @@ class BudgetLimiter:
     ) -> None:
         """Hand the slot back with what Canvas reported for the request."""
         with self._lock:
+            self._on_wire(ticket)  # (a request that failed before it was sent)
             self.in_flight -= 1
             took = self.clock() - ticket.sent
             self.typical_seconds += 0.05 * (took - self.typical_seconds) if self._round else took
@@ -189,7 +209,9 @@ class BudgetLimiter:
 
     # -- steering ----------------------------------------------------------------------------
     def _observe(self, ticket: Ticket, remaining: float, cost: float) -> None:
-        room = math.floor((remaining - self.reserve) / self.up_front)
+        # Requests admitted but not yet sent will take their charge from the allowance
+        # reported: room for them is taken already.
+        room = math.floor((remaining - self.reserve) / self.up_front) - self._unsent
         if not self._answered:
             # The first answer: everything this client had in service is in the allowance.
             self._answered = True
@@ -211,6 +233,7 @@ class BudgetLimiter:
         elapsed = max(1e-3, self.clock() - self._round_started)
         rising = max(0.0, self._round_cost / elapsed - self.outflow) * elapsed
         room = math.floor((self._round_lowest - rising - self.reserve) / self.up_front)
+        room -= self._unsent
         if room > 0 and not self._round_waited:
             room = 0  # room nobody waited for says nothing about a fuller pipeline
         # Up by one a round near the bucket's edge (its lowest sample can miss a peak), faster

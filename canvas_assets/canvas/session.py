@@ -216,6 +216,7 @@ class CanvasSession:
             # Taken once the request may go: a token taken earlier could be replaced (by a
             # refresh, here or in another process) while the request waits for its slot.
             token = self._tokens.current()
+            self.limiter.sending(ticket)
             response = self._get(url, params, token)
         except requests.RequestException as exc:
             self.limiter.release(ticket, None)

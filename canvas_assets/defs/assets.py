@@ -153,7 +153,7 @@ def _materializations(
             **write_metadata(counts, active[spec.name]),
             "canvas_objects": result.rows_mapped[spec.name],
             **request_metadata(spec, stats),
-            "preview": preview(result.report.frames[spec.name]),
+            "preview": preview(result.previews[spec.name]),
         }
         if reconciliation:
             # What the nightly re-read changed is what the Live Events stream missed.

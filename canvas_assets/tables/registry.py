@@ -67,6 +67,7 @@ ENROLLMENTS = TableSpec(
     course_column="course_id",
     references={"course_id": "courses", "section_id": "sections", "user_id": "users"},
     upstream="sections",
+    staged=True,
     description="Every enrollment of one semester (students, teachers, TAs, observers), mapped to "
     "Element451's Enrollment fields: state, current and final grades, LMS activity.",
 )

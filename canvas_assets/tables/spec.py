@@ -71,6 +71,9 @@ class TableSpec:
     - ``upstream`` is the asset it follows in the lineage graph.
     - ``reads`` are the Canvas paths (``/courses/:id``) that fetch its objects besides its
       ``source``: the table's materializations report those requests.
+    - ``staged``: its rows map from its own per-course objects alone, so a backfill maps,
+      validates and copies them to the warehouse chunk by chunk while the fetch goes on
+      (``backfill.staging``), instead of after Canvas's last answer.
     """
 
     name: str
@@ -84,6 +87,7 @@ class TableSpec:
     references: Mapping[str, str] = field(default_factory=dict)
     upstream: str | None = None
     reads: tuple[str, ...] = ()
+    staged: bool = False
 
     @property
     def planning_columns(self) -> tuple[str, ...]:

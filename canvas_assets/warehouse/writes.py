@@ -19,7 +19,7 @@ under every join method.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -89,35 +89,46 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _copy_to_temp(
-    conn: psycopg.Connection,
-    schema: str,
-    table: str,
-    columns: Sequence[str],
-    rows: Iterable[tuple],
-    key: Sequence[str],
+def create_incoming(
+    conn: psycopg.Connection, schema: str, table: str, name: str, *, on_commit_drop: bool = True
 ) -> sql.Identifier:
-    temp = sql.Identifier(f"incoming_{table}")
+    """A temp table shaped like ``table`` for incoming rows: dropped at the end of the
+    transaction, or (``on_commit_drop=False``) kept for the session, so a backfill can fill it
+    chunk by chunk as its courses arrive."""
+    temp = sql.Identifier(name)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(temp))
+    on_commit = sql.SQL(" ON COMMIT DROP") if on_commit_drop else sql.SQL("")
     conn.execute(
-        sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
-            temp, qualified_table(schema, table)
+        sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS){}").format(
+            temp, qualified_table(schema, table), on_commit
         )
     )
+    return temp
+
+
+def copy_rows(
+    conn: psycopg.Connection, temp: sql.Identifier, columns: Sequence[str], rows: Iterable[tuple]
+) -> None:
     column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
     with (
+        _cyclic_gc_paused(),
         conn.cursor() as cur,
         cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(temp, column_list)) as copy,
     ):
         for row in rows:
             copy.write_row(row)
-    # The index makes the soft-delete's anti-join a lookup per row under any plan (see the
-    # module docstring); the key's statistics let the planner pick the cheapest of those plans
-    # (the other columns' would only cost time: most of a small semester's ANALYZE).
+
+
+def frame_rows(df: pd.DataFrame, observed_at: datetime) -> tuple[list[str], Iterator[tuple]]:
+    """The columns and rows a frame is copied as: its own, then ``source_updated_at``."""
+    return [*df.columns, "source_updated_at"], (row + (observed_at,) for row in _python_rows(df))
+
+
+def index_incoming(conn: psycopg.Connection, temp: sql.Identifier, key: Sequence[str]) -> None:
+    """The index makes the soft-delete's anti-join a lookup per row under any plan (see the
+    module docstring)."""
     key_list = sql.SQL(", ").join(map(sql.Identifier, key))
     conn.execute(sql.SQL("CREATE INDEX ON {} ({})").format(temp, key_list))
-    conn.execute(sql.SQL("ANALYZE {} ({})").format(temp, key_list))
-    return temp
 
 
 def _upsert_statement(
@@ -179,17 +190,45 @@ def upsert_rows(
 
     Must run inside the caller's transaction.
     """
-    columns = [*df.columns, "source_updated_at"]
-    rows = (row + (observed_at,) for row in _python_rows(df))
-    with _cyclic_gc_paused():
-        temp = _copy_to_temp(conn, schema, table, columns, rows, key)
+    columns, rows = frame_rows(df, observed_at)
+    temp = create_incoming(conn, schema, table, f"incoming_{table}")
+    copy_rows(conn, temp, columns, rows)
+    index_incoming(conn, temp, key)
+    staged = StagedRows(temp, tuple(columns), len(df))
+    return upsert_staged(conn, schema, table, staged, observed_at, key, scope)
+
+
+@dataclass(frozen=True)
+class StagedRows:
+    """Rows already copied into the temp table ``temp`` (indexed on the table's key with
+    ``index_incoming``), with the columns they fill."""
+
+    temp: sql.Identifier
+    columns: tuple[str, ...]
+    rows: int
+
+
+def upsert_staged(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    staged: StagedRows,
+    observed_at: datetime,
+    key: Sequence[str],
+    scope: Scope,
+) -> WriteCounts:
+    """``upsert_rows`` for rows already in a temp table. Inside the caller's transaction."""
+    # The key's statistics let the planner pick the cheapest plan that uses the index (the
+    # other columns' would only cost time: most of a small semester's ANALYZE).
+    key_list = sql.SQL(", ").join(map(sql.Identifier, key))
+    conn.execute(sql.SQL("ANALYZE {} ({})").format(staged.temp, key_list))
     target = qualified_table(schema, table)
-    counts = WriteCounts(rows=len(df))
+    counts = WriteCounts(rows=staged.rows)
     with conn.cursor() as cur:
-        cur.execute(_upsert_statement(target, temp, columns, key))
+        cur.execute(_upsert_statement(target, staged.temp, staged.columns, key))
         counts.inserted, counts.updated = cur.fetchone()  # type: ignore[misc]
         cur.execute(
-            _remove_statement(target, temp, key, scope),
+            _remove_statement(target, staged.temp, key, scope),
             (observed_at, observed_at, observed_at, *scope.params),
         )
         counts.removed = cur.rowcount
@@ -233,16 +272,26 @@ def write_semester(
     frames: dict[str, pd.DataFrame],
     observed_at: datetime,
     tables: Sequence[TableSpec] = SEMESTER_TABLES,
+    staged: Mapping[str, StagedRows] | None = None,
 ) -> dict[str, WriteCounts]:
-    """Write one semester's tables in a single transaction: all of it or none of it."""
+    """Write one semester's tables in a single transaction: all of it or none of it. A table
+    in ``staged`` is written from the temp table its rows were copied to as they arrived (which
+    the transaction drops); the others from ``frames``."""
     counts: dict[str, WriteCounts] = {}
     scope = Scope(sql.SQL("t.semester = %s"), (semester,))
+    staged = staged or {}
     with conn.transaction():
         lock_semester(conn, schema, semester)
         for spec in tables:
-            counts[spec.name] = upsert_rows(
-                conn, schema, spec.name, frames[spec.name], observed_at, spec.key, scope
-            )
+            if spec.name in staged:
+                counts[spec.name] = upsert_staged(
+                    conn, schema, spec.name, staged[spec.name], observed_at, spec.key, scope
+                )
+                conn.execute(sql.SQL("DROP TABLE {}").format(staged[spec.name].temp))
+            else:
+                counts[spec.name] = upsert_rows(
+                    conn, schema, spec.name, frames[spec.name], observed_at, spec.key, scope
+                )
     analyze_tables(conn, schema, tables)
     return counts
 

@@ -1,0 +1,137 @@
+"""A backfill's enrollments are mapped, checked and copied while the fetch goes on
+(``backfill.staging``): against the sandbox over HTTP and a real PostgreSQL, with chunks small
+enough that a semester spans many of them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pandas as pd
+import psycopg
+import pytest
+
+from canvas_assets.backfill import staging
+from canvas_assets.backfill.semester import backfill_semester
+from canvas_assets.canvas import CanvasResource
+from canvas_assets.canvas.fetch import fetch_semester, semester_term
+from canvas_assets.tables import ChunkedValidation
+from canvas_assets.tables.registry import ENROLLMENTS
+from canvas_sandbox import SandboxServer, generate_institution
+
+from .backfills import real_semesters, table_snapshot
+from .conftest import SANDBOX_TOKEN
+from .truth import expected_semester, warehouse_semester
+
+
+def staged_tables_left(conn: psycopg.Connection) -> list[str]:
+    """Temp tables named staged_* of any session (pg_class lists every session's)."""
+    rows = conn.execute(
+        "SELECT relname FROM pg_class WHERE relpersistence = 't' AND relname LIKE 'staged\\_%'"
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def run_backfill(canvas: CanvasResource, warehouse, semester: str):
+    with warehouse.connect() as conn, canvas.session() as session:
+        result = backfill_semester(
+            conn, warehouse.table_schema(), session, semester, datetime.now(UTC)
+        )
+        return result, session.stats.requests
+
+
+def test_enrollments_are_checked_and_copied_while_the_fetch_goes_on(
+    warehouse, db, monkeypatch
+) -> None:
+    """Without this, every enrollment of a semester would wait for Canvas's last answer to be
+    mapped, checked and copied (seconds at a university), or chunks copied along the way would
+    lose, repeat or alter rows."""
+    institution = generate_institution("medium", seed=2, scale=0.5)
+    semester = real_semesters(institution)[-1]
+    monkeypatch.setattr(staging, "STAGE_ROWS", 200)
+    requests_at_copy: list[int] = []
+    copy_rows = staging.copy_rows
+
+    def counted(conn, temp, columns, rows) -> None:
+        requests_at_copy.append(server.request_count)
+        copy_rows(conn, temp, columns, rows)
+
+    monkeypatch.setattr(staging, "copy_rows", counted)
+    with SandboxServer(
+        institution, token=SANDBOX_TOKEN, latency_seconds=0.05, keep_alive=True
+    ) as server:
+        canvas = CanvasResource(base_url=server.url, api_token=SANDBOX_TOKEN)
+        result, requests = run_backfill(canvas, warehouse, semester)
+    assert result.report.ok, result.report.message(semester)
+    expected = expected_semester(institution, semester)
+    assert len(requests_at_copy) >= len(expected["enrollments"]) // 200
+    assert requests_at_copy[0] < 0.9 * requests  # the first chunk went in well before the end
+    assert result.rows_mapped["enrollments"] == len(expected["enrollments"])
+    assert result.counts["enrollments"].inserted == len(expected["enrollments"])
+    actual = warehouse_semester(db, warehouse.table_schema(), semester)
+    for table in expected:
+        assert actual[table] == expected[table], table
+    assert staged_tables_left(db) == []
+
+
+def test_a_bad_row_in_a_late_chunk_writes_nothing_and_is_reported_at_its_row(
+    canvas, warehouse, db, institution, monkeypatch
+) -> None:
+    """Without this, chunks copied before a bad one arrived could reach the semester's tables,
+    the failure would name a row number counted within its chunk, or the staging table would
+    stay behind in the session."""
+    semester = real_semesters(institution)[0]
+    assert run_backfill(canvas, warehouse, semester)[0].report.ok
+    before = table_snapshot(db, warehouse.table_schema())
+    with canvas.session() as session:
+        term = semester_term(session, semester)
+        order = fetch_semester(session, term, semester, datetime.now(UTC)).objects("enrollments")
+    row = len(order) - 3  # in the last chunk of STAGE_ROWS = 25
+    victim = int(order[row].id)
+    with institution.lock:
+        institution.enrollments[victim]["total_activity_time"] = -5
+    monkeypatch.setattr(staging, "STAGE_ROWS", 25)
+
+    result, _ = run_backfill(canvas, warehouse, semester)
+    assert not result.report.ok
+    cases = result.report.failures["enrollments"]
+    bad = cases[cases["column"] == "total_active_time"]
+    assert bad["index"].tolist() == [row] and bad["failure_case"].tolist() == [-5]
+    assert row >= 2 * 25
+    assert table_snapshot(db, warehouse.table_schema()) == before
+    assert staged_tables_left(db) == []
+
+
+def enrollment_row(enrollment_id: int, **changes: object) -> dict:
+    """A valid enrollments row of semester 2026SP (course 1, section 2, user 3)."""
+    return {
+        "semester": "2026SP", "institution_id": enrollment_id, "course_id": 1,
+        "section_id": 2, "user_id": 3, "role": "StudentEnrollment",
+        "enrollment_status": "active", "current_grade_text": None,
+        "current_grade_number": None, "final_grade_text": None, "final_grade_number": None,
+        "last_lms_activity": None, "last_attended_date": None, "total_active_time": None,
+    } | changes  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("second_chunk", "check"),
+    [
+        ([enrollment_row(10)], "field_uniqueness"),
+        ([enrollment_row(11, user_id=99)], "references canvas/users"),
+    ],
+)
+def test_the_whole_partitions_checks_see_across_chunks(second_chunk, check) -> None:
+    """Without this, an enrollment id repeated in two chunks, or a reference to a person the
+    semester does not hold, would pass: each chunk alone looks valid."""
+    validation = ChunkedValidation(ENROLLMENTS, "2026SP", None)
+    for chunk in ([enrollment_row(10), enrollment_row(12)], second_chunk):
+        assert validation.validate(pd.DataFrame(chunk)) is not None
+    ids = {"institution_id": [1]}
+    raw = {name: pd.DataFrame(ids) for name in ("courses", "sections", "users")}
+    raw["sections"], raw["users"] = (
+        pd.DataFrame({"institution_id": [2]}),
+        pd.DataFrame({"institution_id": [3]}),
+    )
+    cases = validation.finish(raw)
+    assert cases is not None
+    assert set(cases["check"]) == {check}
+    assert 2 in set(cases["index"])  # the second chunk's row, numbered on from the first's
