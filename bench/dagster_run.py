@@ -34,6 +34,11 @@ STEP = re.compile(
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+def named_seconds(text: str) -> dict[str, float]:
+    """``fetch 1.234 s, map 0.1 s`` → {"fetch": 1.234, "map": 0.1}."""
+    return {name: float(sec) for name, sec in re.findall(r"(\w+) ([\d.]+) s", text)}
+
+
 def seconds(duration: str) -> float:
     return sum(float(n) * UNITS[u] for n, u in re.findall(r"([\d.]+)(ms|h|m|s)", duration))
 
@@ -60,16 +65,8 @@ def main(semester: str) -> None:
         "started_at": started_at,
         "ended_at": ended_at,
         "step_s": seconds(step.group(1)) if step else None,
-        "phases": (
-            {name: float(sec) for name, sec in re.findall(r"(\w+) ([\d.]+) s", phases.group(2))}
-            if phases
-            else {}
-        ),
-        "staged": {
-            name: float(sec) for name, sec in re.findall(r"(\w+) ([\d.]+) s", staged.group(1))
-        }
-        if staged
-        else {},
+        "phases": named_seconds(phases.group(2)) if phases else {},
+        "staged": named_seconds(staged.group(1)) if staged else {},
         "client_requests": int(phases.group(3)) if phases else None,
         "client_throttled": int(phases.group(4)) if phases else None,
         "done_at": float(phases.group(5)) if phases else None,

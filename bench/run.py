@@ -97,14 +97,18 @@ def one_size(size: str, scale: float, args, db_url: str, workdir: Path) -> dict:
     return summarize(label, shape, floor.as_dict(), runs)
 
 
+def _medians(runs: list[dict], key: str) -> dict[str, float]:
+    """The median of each entry of the runs' ``key`` dicts (phases, staged work)."""
+    return {name: median([r[key].get(name, 0.0) for r in runs]) for name in runs[0][key]}
+
+
 def summarize(label: str, shape: TermShape, floor: dict, runs: list[dict]) -> dict:
     rows = rows_of(shape)
     out: dict = {"label": label, "shape": shape.as_dict(), "rows": rows, "floor": floor}
     out["fewest_requests"] = fewest_requests(shape)
     for kind in ("first", "rerun"):
         got = [r[kind] for r in runs]
-        phases = {p: median([g["phases"].get(p, 0.0) for g in got]) for p in got[0]["phases"]}
-        staged = {p: median([g["staged"].get(p, 0.0) for g in got]) for p in got[0]["staged"]}
+        phases, staged = _medians(got, "phases"), _medians(got, "staged")
         partition = median([g["partition_s"] for g in got])
         out[kind] = {
             "wall_s": median([g["wall_s"] for g in got]),

@@ -125,12 +125,10 @@ def test_the_whole_partitions_checks_see_across_chunks(second_chunk, check) -> N
     validation = ChunkedValidation(ENROLLMENTS, "2026SP", None)
     for chunk in ([enrollment_row(10), enrollment_row(12)], second_chunk):
         assert validation.validate(pd.DataFrame(chunk)) is not None
-    ids = {"institution_id": [1]}
-    raw = {name: pd.DataFrame(ids) for name in ("courses", "sections", "users")}
-    raw["sections"], raw["users"] = (
-        pd.DataFrame({"institution_id": [2]}),
-        pd.DataFrame({"institution_id": [3]}),
-    )
+    raw = {
+        table: pd.DataFrame({"institution_id": [institution_id]})
+        for table, institution_id in (("courses", 1), ("sections", 2), ("users", 3))
+    }
     cases = validation.finish(raw)
     assert cases is not None
     assert set(cases["check"]) == {check}

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from canvas_assets.tables import ChunkedValidation, SemesterSnapshot, TableSpec
-from canvas_assets.tables.columns import columns, frame
+from canvas_assets.tables.columns import frame
 from canvas_assets.warehouse.writes import (
     StagedRows,
     copy_rows,
@@ -52,6 +52,7 @@ class StagedTable:
         self.head = frame(spec.model, [])  # the first rows copied: the materialization's preview
         self._pending: list = []
         self._temp: sql.Identifier | None = None
+        self._columns: tuple[str, ...] = ()
         self._copied = 0
         # Time spent on the chunks (most of it while the fetch went on): what the phases of a
         # backfill no longer show apart.
@@ -91,7 +92,7 @@ class StagedTable:
             self.head = pd.concat([self.head, valid]).head(PREVIEW_ROWS)
         columns, rows = frame_rows(valid, self._context.fetched_at)
         copy_rows(self.conn, self._temp, columns, rows)
-        self._copied += len(valid)
+        self._columns, self._copied = tuple(columns), self._copied + len(valid)
 
     def finish(self) -> StagedRows:
         """Map, check and copy what is left; the rows staged, to be written only if the
@@ -99,8 +100,7 @@ class StagedTable:
         self._flush()
         if self._temp is None:  # an empty semester (or failed checks: the temp stays unused)
             self._copy(frame(self.spec.model, []))
-        names = (*columns(self.spec.model), "source_updated_at")
-        return StagedRows(self._temp, names, self._copied)  # type: ignore[arg-type]
+        return StagedRows(self._temp, self._columns, self._copied)  # type: ignore[arg-type]
 
     def discard(self) -> None:
         """Drop the temp table if the write did not (a failed check, an error)."""

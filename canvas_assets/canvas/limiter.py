@@ -208,10 +208,14 @@ class BudgetLimiter:
             self._admit_waiting()
 
     # -- steering ----------------------------------------------------------------------------
+    def _room(self, remaining: float) -> int:
+        """Requests more than in flight that an allowance of ``remaining`` leaves room for.
+        Requests admitted but not yet sent will take their charge from it: their room is taken
+        already."""
+        return math.floor((remaining - self.reserve) / self.up_front) - self._unsent
+
     def _observe(self, ticket: Ticket, remaining: float, cost: float) -> None:
-        # Requests admitted but not yet sent will take their charge from the allowance
-        # reported: room for them is taken already.
-        room = math.floor((remaining - self.reserve) / self.up_front) - self._unsent
+        room = self._room(remaining)
         if not self._answered:
             # The first answer: everything this client had in service is in the allowance.
             self._answered = True
@@ -232,8 +236,7 @@ class BudgetLimiter:
         # Cost arriving faster than the bucket drains will lower the allowance: count it now.
         elapsed = max(1e-3, self.clock() - self._round_started)
         rising = max(0.0, self._round_cost / elapsed - self.outflow) * elapsed
-        room = math.floor((self._round_lowest - rising - self.reserve) / self.up_front)
-        room -= self._unsent
+        room = self._room(self._round_lowest - rising)
         if room > 0 and not self._round_waited:
             room = 0  # room nobody waited for says nothing about a fuller pipeline
         # Up by one a round near the bucket's edge (its lowest sample can miss a peak), faster

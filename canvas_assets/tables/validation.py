@@ -160,6 +160,7 @@ class ChunkedValidation:
 
     def __post_init__(self) -> None:
         self._schema = chunk_schema(self.spec, self.semester, self.term_code)
+        self._key_columns = partition_columns(self.spec)
 
     def validate(self, chunk: pd.DataFrame) -> pd.DataFrame | None:
         """The chunk as validated (coerced), or None when it failed."""
@@ -170,13 +171,16 @@ class ChunkedValidation:
         except pa.errors.SchemaErrors as exc:
             self.failures.append(exc.failure_cases)
             return None
-        self.keys.append(valid[partition_columns(self.spec)])
+        self.keys.append(valid[self._key_columns])
         return valid
 
     def finish(self, raw: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
         """Every failure case of the table, or None when it passed."""
-        columns = partition_columns(self.spec)
-        keys = pd.concat(self.keys) if self.keys else pd.DataFrame(columns=columns, dtype="int64")
+        keys = (
+            pd.concat(self.keys)
+            if self.keys
+            else pd.DataFrame(columns=self._key_columns, dtype="int64")
+        )
         try:
             partition_checks(self.spec, raw).validate(keys, lazy=True)
         except pa.errors.SchemaErrors as exc:
