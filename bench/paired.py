@@ -1,4 +1,4 @@
-"""Issue 25's changes to the backfill, side by side: staging, and a smaller limiter reserve.
+"""Issue 25's limiter, side by side: the default reserve and the previous one.
 
     .venv/bin/python -m bench.paired                        # medium x4, x16, university
     .venv/bin/python -m bench.paired --sizes medium:4 --network-ms 40
@@ -7,23 +7,20 @@ Each repeat backfills the semester once per variant, back to back in rotating or
 an empty schema of the embedded PostgreSQL, in this process (``backfill_semester``, no Dagster
 run: ``bench.run`` measures those):
 
-* **before**: every table mapped, checked and copied after the fetch;
-* **now**: the enrollments staged while the fetch goes on (``backfill/staging.py``);
-* **reserve 100**: as before, with the limiter's reserve at 100 units (the next request's
-  charge plus one of margin) instead of the default 150: a trial, not the default (it was
-  throttled now and then).
+* **now**: the limiter's default reserve (``rate_limit_floor``, 60: the next request's charge
+  and ten units), which its allowance makes safe (``canvas/limiter.py``);
+* **reserve 150**: the reserve of before (two charges of margin), with the same limiter.
 
 A sandbox runs in its own process for each size (50 ms a request plus its cost, throttle on;
 ``--network-ms`` adds a round trip outside the bucket). It prints medians: the partition's time
 and its ratio to the floor, the fetch, the backfill's own work after Canvas's last answer,
 the staged tables' own work (map, validate, copy: during the fetch but for the last chunk), and
-each variant's time over the same repeat's "before". Nothing here asserts a speed.
+each variant's time over the same repeat's "reserve 150". Nothing here asserts a speed.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -42,28 +39,21 @@ from bench.harness import (
 )
 from canvas_assets.backfill.semester import backfill_semester
 from canvas_assets.canvas import CanvasResource
-from canvas_assets.tables import SEMESTER_TABLES
 from canvas_assets.warehouse.migrate import migrate
 
-UNSTAGED = tuple(dataclasses.replace(spec, staged=False) for spec in SEMESTER_TABLES)
-VARIANTS = {
-    "before": (150.0, UNSTAGED),
-    "now": (150.0, SEMESTER_TABLES),
-    "reserve 100": (100.0, UNSTAGED),
-}
+BASELINE = "reserve 150"
+VARIANTS = {"now": 60.0, BASELINE: 150.0}
 
 
 def one_backfill(sandbox: Sandbox, db_url: str, variant: str) -> dict:
-    reserve, tables = VARIANTS[variant]
+    reserve = VARIANTS[variant]
     canvas = CanvasResource(base_url=sandbox.url, api_token=TOKEN, rate_limit_floor=reserve)
     schema = new_schema()
     with psycopg.connect(db_url, autocommit=True) as conn, canvas.session() as session:
         migrate(conn, schema)
         sandbox.stats(new_window=True)
         started = time.perf_counter()
-        result = backfill_semester(
-            conn, schema, session, semester_of(sandbox), datetime.now(UTC), tables
-        )
+        result = backfill_semester(conn, schema, session, semester_of(sandbox), datetime.now(UTC))
         partition, done_at = time.perf_counter() - started, time.time()
     assert result.report.ok, result.report.message(semester_of(sandbox))
     drop_schema(db_url, schema)
@@ -82,7 +72,8 @@ def one_size(size: str, scale: float, args, db_url: str, workdir: Path) -> dict:
         floor = sandbox.floor(semester_of(sandbox)).seconds
         runs: dict[str, list[dict]] = {name: [] for name in names}
         for repeat in range(args.repeat):
-            for name in names[repeat % 3 :] + names[: repeat % 3]:
+            turn = repeat % len(names)
+            for name in names[turn:] + names[:turn]:
                 runs[name].append(one_backfill(sandbox, db_url, name))
     out = {"size": size if scale == 1 else f"{size} x{scale:g}", "floor_s": floor}
     for name, got in runs.items():
@@ -91,8 +82,8 @@ def one_size(size: str, scale: float, args, db_url: str, workdir: Path) -> dict:
             for key in ("partition_s", "fetch_s", "after_last_answer_s", "staged_s")
         }
         out[name]["vs_floor"] = out[name]["partition_s"] / floor
-        out[name]["vs_before"] = median(
-            [r["partition_s"] / b["partition_s"] for r, b in zip(got, runs["before"], strict=True)]
+        out[name]["vs_baseline"] = median(
+            [r["partition_s"] / b["partition_s"] for r, b in zip(got, runs[BASELINE], strict=True)]
         )
         out[name]["throttled"] = sum(r["throttled"] for r in got)
     return out
@@ -115,7 +106,7 @@ def main() -> None:
                     f"{result['size']}: {name}: partition {r['partition_s']:.2f} s "
                     f"({r['vs_floor']:.2f}x the floor, {result['floor_s']:.1f} s), fetch "
                     f"{r['fetch_s']:.2f} s, after the last answer {r['after_last_answer_s']:.2f}"
-                    f" s, staged {r['staged_s']:.2f} s, {r['vs_before']:.3f}x before, "
+                    f" s, staged {r['staged_s']:.2f} s, {r['vs_baseline']:.3f}x {BASELINE}, "
                     f"throttled {r['throttled']}",
                     flush=True,
                 )

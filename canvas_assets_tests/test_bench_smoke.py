@@ -41,13 +41,13 @@ def test_the_benchmark_runs_every_measurement_at_its_smoke_size(tmp_path) -> Non
 
 
 def test_the_paired_benchmark_runs_every_variant_at_the_small_size() -> None:
-    """Without this, the side-by-side benchmark of staging and the limiter's reserve (what
-    BENCHMARKS.md credits each with) could break unseen."""
+    """Without this, the side-by-side benchmark of the limiter's reserve (what BENCHMARKS.md
+    credits its allowance with) could break unseen."""
     result = subprocess.run(
         [sys.executable, "-m", "bench.paired", "--sizes", "small:1", "--repeat", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("small: ")]
-    assert [line.split(":")[1].strip() for line in lines] == ["before", "now", "reserve 100"]
+    assert [line.split(":")[1].strip() for line in lines] == ["now", "reserve 150"]
     assert all("throttled 0" in line for line in lines), lines

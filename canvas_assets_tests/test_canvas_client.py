@@ -1,5 +1,6 @@
 """The Canvas client against the sandbox over real HTTP."""
 
+import itertools
 import json
 import logging
 import threading
@@ -15,7 +16,7 @@ from canvas_assets.canvas import (
     CanvasRequestError,
     CanvasResource,
 )
-from canvas_assets.canvas.limiter import BudgetLimiter
+from canvas_assets.canvas.limiter import CHAIN, FAN_OUT, BudgetLimiter
 
 from .conftest import SANDBOX_TOKEN
 
@@ -196,3 +197,67 @@ def test_requests_admitted_but_not_yet_sent_count_against_the_allowance() -> Non
     # answer lacks (one request) and less the two requests not yet sent.
     limiter.release(tickets[0], 90.0)
     assert limiter.limit == min(10, 3 + 1) - 1 - 2
+
+
+def test_answers_measured_before_later_requests_arrived_never_overfill_the_bucket() -> None:
+    """Without this, answers that Canvas measured before this client's later requests reached
+    it (requests on the wire, or waiting for the server) read as room to spare, and so did the
+    bucket's outflow draining up-front charges of requests that had in fact left Canvas's
+    service (it stops at empty): the client put a twelfth or thirteenth request into Canvas's
+    service now and then and was throttled, more often the farther away Canvas is."""
+    ticks = itertools.count()
+    limiter = BudgetLimiter(maximum=16, reserve=60.0, clock=lambda: float(next(ticks)))
+    first = limiter.acquire()
+    limiter.sending(first)
+    limiter.release(first, 599.0)  # an empty bucket: eleven charges fit under 600
+
+    def request_again_and_again() -> None:
+        for _ in range(25):
+            ticket = limiter.acquire()
+            limiter.sending(ticket)
+            time.sleep(0.001)
+            # Every answer claims the bucket empty, as if no other request were in service,
+            # and every look at the clock is a second later: ten units drained each time.
+            limiter.release(ticket, 599.0, cost=0.01)
+
+    workers = [threading.Thread(target=request_again_and_again) for _ in range(20)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert not any(worker.is_alive() for worker in workers)
+    assert limiter.limit > 11, "the samples alone should have raised the limit"
+    assert limiter.peak_in_flight == 11  # 11 charges of 50 and the reserve of 60: 610 > 600
+
+
+def test_a_chain_keeps_its_slot_for_its_next_page() -> None:
+    """Without this, each page of a chain (the course list, the two ends of the account user
+    list) gave its slot to fan-out work waiting for one, and the next page waited for another
+    answer: at university size that wait, page after page, made the user list's chain seconds
+    longer than Canvas needs."""
+    limiter = BudgetLimiter(maximum=1, reserve=60.0)
+    page = limiter.acquire(CHAIN)
+    limiter.sending(page)
+    fan_out: list = []
+    waiter = threading.Thread(target=lambda: fan_out.append(limiter.acquire(FAN_OUT)))
+    waiter.start()
+    limiter.pass_on(page, 599.0, 0.1)  # page one answered; its list links a next page
+    time.sleep(0.2)
+    assert not fan_out, "the fan-out request took the chain's slot"
+    limiter.sending(page)  # the next page goes at once, on the same slot
+    limiter.release(page, 599.0, 0.1)  # the last page
+    waiter.join(timeout=10)
+    assert fan_out and limiter.in_flight == 1
+
+
+def test_a_list_left_before_its_end_frees_the_slot_kept_for_its_next_page(sandbox) -> None:
+    """Without this, a list abandoned after its first page (the people found before either end
+    of the user list was reached) kept a slot and an up-front charge for a page never asked
+    for, and the rest of the fetch ran one request short for good."""
+    session = CanvasResource(base_url=sandbox.url, api_token=SANDBOX_TOKEN).session()
+    pages = session.pages(session.account_path("/users"), {"per_page": 10})
+    assert len(next(pages)) == 10
+    assert session.limiter.in_flight == 1  # kept for page two
+    pages.close()
+    assert session.limiter.in_flight == 0
+    assert session.limiter.allowance.now() >= 500.0

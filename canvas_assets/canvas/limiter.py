@@ -8,28 +8,35 @@ to the high-water mark (600) is refused. ``X-Rate-Limit-Remaining`` is the high-
 the bucket, measured as the request left. So the bucket admits about eleven requests in service
 at once while costs are low, and fewer as cost accumulates.
 
-``BudgetLimiter`` steers the number in flight from those reports:
+``BudgetLimiter`` keeps two books:
 
-* The first answer's remaining allowance, less the reserve, buys ``(remaining - reserve) / 50``
-  more requests at once: a run starts at what the bucket admits, not at one.
-* Then every answer's remaining allowance is a sample. After each round of answers (to requests
-  sent at the current limit) the lowest sample says how many more up-front charges the bucket
-  could have taken; the limit moves by that much (at most halving; upwards at most doubling, and
-  by one a round from eight in flight), upwards only when requests were waiting for it. The
-  reserve (``rate_limit_floor``, 150 by default) is the next request's own charge plus two
-  charges of margin for the answers still on their way. It keeps about ten requests in service
-  where Canvas serves eleven; one charge of margin read a semester a tenth faster but was
-  throttled now and then (BENCHMARKS.md, bench/paired.py).
-* Cost arriving faster than the bucket drains (``X-Request-Cost`` per second above the 10 units
-  per second of outflow) lowers the allowance the next round will have: it counts now.
-* An answer below the reserve lowers the limit at once; a throttled answer (which should not
-  happen) cuts it by a third, and the session waits and retries the request.
-* A request admitted but not yet sent (its thread waiting for the GIL while the process is
-  busy) is in no answer's allowance yet, but will take its charge: each such request takes one
-  request's room off every answer's.
-* Requests are released at an even pace (the typical time a request takes, divided by the
-  limit) rather than in a burst when several answers arrive together: a burst can reach Canvas
-  while the requests it replaces are still being served there.
+* **The allowance as this client knows it** (``Allowance``): the highest
+  ``X-Rate-Limit-Remaining`` reported, less one up-front charge for every request in flight
+  (from its admission to its answer, longer than Canvas holds it), less the reported costs not
+  yet drained at the bucket's outflow, less any use the answers show beyond those (another
+  user of the token, a slower outflow). So it never overstates the room a sole user of the
+  token has, whatever the network or the process's GIL delays. A request is admitted only
+  while this allowance keeps the reserve (``rate_limit_floor``, 60 by default: the request's
+  own charge and ten units for costs still on their way), and one request always may go when
+  none is in flight. No answer can be stale here: a request that reaches Canvas after the
+  answer was measured is charged already. So the client never has more requests in Canvas's
+  service than the bucket admits (eleven with the defaults).
+* **A limit on requests in flight**, steered by the samples themselves: the first answer's
+  remaining allowance, less the reserve, buys ``(remaining - reserve) / 50`` more requests at
+  once; then after each round of answers (to requests sent at the current limit) the lowest
+  sample says how many more up-front charges the bucket could have taken; the limit moves by
+  that much (at most halving; upwards at most doubling, and by one a round from eight in
+  flight), upwards only when requests were waiting for it. Cost arriving faster than the
+  bucket drains counts now; an answer below the reserve lowers the limit at once; a throttled
+  answer (which should not happen) cuts it by a third, and the session waits and retries.
+  Requests admitted but not yet sent are in no answer's sample: each takes one request's room
+  off every answer's. Samples miss requests still on their way to Canvas, so this limit can
+  run above what the bucket holds; the allowance is what keeps the bucket safe. Its price: a
+  request counts from its admission to its answer, so with a long network round trip fewer
+  than eleven are in Canvas's service at once (BENCHMARKS.md, ``--network-ms``).
+
+Answers free their slots at once: the next request goes as soon as both books allow it (a
+freed slot held back for an even pace left the pipe a tenth emptier).
 
 Requests wait in priority order: the next page of a chain (``CHAIN``) goes before fan-out work.
 """
@@ -100,8 +107,58 @@ class Ticket:
     wake: threading.Event = field(compare=False, default_factory=threading.Event)
     admitted: bool = field(compare=False, default=False)
     on_wire: bool = field(compare=False, default=False)
-    sent: float = field(compare=False, default=0.0)
     round: int = field(compare=False, default=0)
+
+
+class Allowance:
+    """Canvas's remaining allowance for this client's token as the client can know it (see the
+    module docstring); ``None`` until Canvas has answered.
+
+    It is the highest allowance Canvas has reported (the bucket at its emptiest: the high-water
+    mark can be no lower) less three things: an up-front charge for every request in flight,
+    from its admission to its answer; the costs reported and not yet drained at the bucket's
+    outflow; and any use the answers show beyond those (another user of the token). The outflow
+    drains costs only: Canvas's bucket drains the up-front charges too, but stops at empty, and
+    the client cannot tell when its requests are all out of Canvas's service (their answers on
+    the way back): counting that drain overstated the room by a charge or two after a lull."""
+
+    def __init__(self, up_front: float, outflow: float, clock: Callable[[], float]) -> None:
+        self.up_front, self.outflow, self.clock = up_front, outflow, clock
+        self._ceiling: float | None = None
+        self._charges = 0.0
+        self._owed = 0.0  # costs and unexplained use, not yet drained
+        self._at = clock()
+
+    def now(self) -> float | None:
+        """The allowance now, the outflow since the last look drained."""
+        at = self.clock()
+        self._owed = max(0.0, self._owed - self.outflow * (at - self._at))
+        self._at = at
+        if self._ceiling is None:
+            return None
+        return self._ceiling - self._charges - self._owed
+
+    def charge(self) -> None:
+        """A request admitted: it holds an up-front charge until its answer."""
+        self._charges += self.up_front
+
+    def unanswered(self, sent: bool) -> None:
+        """A request that failed without a report: never sent, or Canvas may still hold its
+        charge for a while (a timeout), which then drains like a cost."""
+        self._charges -= self.up_front
+        if sent:
+            self._owed += self.up_front
+
+    def answered(self, remaining: float, cost: float) -> None:
+        """An answer reporting ``remaining``: its charge is swapped for its ``cost``. Canvas
+        measured ``remaining`` before any request this client sent later arrived, so it caps
+        the allowance but never raises it above the count."""
+        self._charges -= self.up_front
+        self._owed += cost
+        self._ceiling = max(self._ceiling or 0.0, remaining)
+        allowance = self.now()
+        if allowance is not None and allowance > remaining:
+            self._owed += allowance - remaining
 
 
 class BudgetLimiter:
@@ -126,9 +183,8 @@ class BudgetLimiter:
         # Admitted but not yet sent (the thread waits for the GIL): no answer counts them yet.
         self._unsent = 0
         self.peak_in_flight = 0
-        self.typical_seconds = 0.0  # running mean of the time a request takes
+        self.allowance = Allowance(up_front, outflow, clock)
         self._answered = False
-        self._next_send = 0.0
         self._round = 0
         self._round_lowest: float | None = None
         self._round_answers = 0
@@ -141,42 +197,33 @@ class BudgetLimiter:
 
     # -- acquire / release -----------------------------------------------------------------
     def acquire(self, priority: int = FAN_OUT) -> Ticket:
-        """Wait for room; returns the ticket to hand back to ``release``. Only the first in
-        line watches the clock, and only while a slot is free and it waits for the pace; when
-        every slot is taken it sleeps until a ``release`` wakes it (polling the clock then kept
-        the client's CPU, under the GIL, as busy as the requests themselves)."""
+        """Wait for room; returns the ticket to hand back to ``release``. A waiting request
+        sleeps until a ``release`` admits it (polling instead kept the client's CPU, under the
+        GIL, as busy as the requests themselves)."""
         ticket = Ticket(priority, next(self._seq))
         with self._lock:
             heapq.heappush(self._waiting, ticket)
             self._admit_waiting()
-        while True:
-            with self._lock:
-                if ticket.admitted:
-                    return ticket
-                pacing = self._waiting[0] is ticket and self.in_flight < self.limit
-                pause = max(0.0005, self._next_send - self.clock()) if pacing else None
-            ticket.wake.wait(timeout=pause)
-            with self._lock:
-                if not ticket.admitted:
-                    self._admit_waiting()
-                # Cleared after admitting: the wake-up _admit_waiting gives the first in line
-                # would otherwise be this thread's own, and it would spin.
-                ticket.wake.clear()
+        ticket.wake.wait()
+        return ticket
 
     def _admit_waiting(self) -> None:
-        now = self.clock()
         if self._waiting and self.in_flight >= self.limit:
             self._round_waited = True
-        while self._waiting and self.in_flight < self.limit and now >= self._next_send:
+        while self._waiting and self.in_flight < self.limit and self._bucket_admits():
             ticket = heapq.heappop(self._waiting)
-            ticket.sent, ticket.round, ticket.admitted = now, self._round, True
+            ticket.round, ticket.admitted = self._round, True
+            self.allowance.charge()
             self.in_flight += 1
             self._unsent += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-            self._next_send = max(now, self._next_send) + self.typical_seconds / self.limit
             ticket.wake.set()
-        if self._waiting:
-            self._waiting[0].wake.set()  # the (new) first in line starts watching the clock
+
+    def _bucket_admits(self) -> bool:
+        """Room for one more charge. With nothing in flight one request goes whatever the
+        allowance says: Canvas's answer is the news (a throttled one is waited out)."""
+        allowance = self.allowance.now()
+        return allowance is None or self.in_flight == 0 or allowance >= self.reserve
 
     def sending(self, ticket: Ticket) -> None:
         """The admitted request goes on the wire now: from here Canvas's answers count it."""
@@ -188,6 +235,19 @@ class BudgetLimiter:
             ticket.on_wire = True
             self._unsent -= 1
 
+    def pass_on(self, ticket: Ticket, remaining: float, cost: float) -> None:
+        """What Canvas reported for a page whose chain goes on: the slot and its charge stay
+        with ``ticket`` for the next page (``resend``), which would otherwise wait for the next
+        answer behind fan-out work that took the slot; the whole chain waits on each page."""
+        with self._lock:
+            self.allowance.answered(remaining, cost)
+            self.allowance.charge()
+            self.in_flight -= 1  # what _observe counts: the others in flight
+            self._observe(ticket, remaining, cost)
+            self.in_flight += 1
+            ticket.on_wire, ticket.round = False, self._round
+            self._unsent += 1
+
     def release(
         self,
         ticket: Ticket,
@@ -197,13 +257,15 @@ class BudgetLimiter:
     ) -> None:
         """Hand the slot back with what Canvas reported for the request."""
         with self._lock:
-            self._on_wire(ticket)  # (a request that failed before it was sent)
+            if remaining is None and not throttled:
+                self.allowance.unanswered(sent=ticket.on_wire)
+            self._on_wire(ticket)
             self.in_flight -= 1
-            took = self.clock() - ticket.sent
-            self.typical_seconds += 0.05 * (took - self.typical_seconds) if self._round else took
-            if throttled:
+            if throttled:  # Canvas credited its charge back; the allowance was short
+                self.allowance.answered(self.up_front if remaining is None else remaining, 0.0)
                 self._set_limit(min(self.limit, max(1, math.floor(self.in_flight * 2 / 3))))
             elif remaining is not None:
+                self.allowance.answered(remaining, cost or 0.0)
                 self._observe(ticket, remaining, cost or 0.0)
             self._admit_waiting()
 

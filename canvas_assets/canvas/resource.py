@@ -36,13 +36,14 @@ class CanvasResource(dg.ConfigurableResource):
     )
     max_concurrency: int = Field(
         default=16,
-        description="Most requests in flight. The client itself keeps as many in flight as "
-        "Canvas's bucket admits (about 11 being served per token), plus those on the wire.",
+        description="Most requests in flight. The client itself keeps no more in flight "
+        "than Canvas's bucket admits (11 per token with Canvas's defaults).",
     )
     rate_limit_floor: float = Field(
-        default=150.0,
-        description="Reserve kept in X-Rate-Limit-Remaining: the next request's 50-unit charge "
-        "plus a margin for answers still on their way.",
+        default=60.0,
+        description="Allowance (X-Rate-Limit-Remaining) the client keeps once every request it "
+        "has in flight holds its charge: the next request's 50-unit charge plus a margin for "
+        "costs still on their way.",
     )
     request_timeout_seconds: float = Field(default=30.0)
     max_retries: int = Field(default=5, description="Retries for 5xx, connection errors, timeouts.")

@@ -207,11 +207,12 @@ class CanvasSession:
         raise AssertionError("unreachable")
 
     def _send(
-        self, url: str, params: Any, display: str, priority: int
-    ) -> tuple[requests.Response, str]:
-        """One GET (urllib3 retrying transient failures) holding a slot of the limiter; returns
-        the answer and the token it was sent with."""
-        ticket: Ticket = self.limiter.acquire(priority)
+        self, url: str, params: Any, display: str, priority: int, held: Ticket | None
+    ) -> tuple[requests.Response, str, Ticket | None]:
+        """One GET (urllib3 retrying transient failures) holding a slot of the limiter (``held``
+        if a previous page passed one on); returns the answer, the token it was sent with, and
+        the slot kept for the next page when there is one (``BudgetLimiter.pass_on``)."""
+        ticket: Ticket = held or self.limiter.acquire(priority)
         try:
             # Taken once the request may go: a token taken earlier could be replaced (by a
             # refresh, here or in another process) while the request waits for its slot.
@@ -227,24 +228,33 @@ class CanvasSession:
         except BaseException:  # no token (Canvas refused the refresh, the store is down)
             self.limiter.release(ticket, None)
             raise
-        throttled = is_throttle(response)
+        throttled, remaining = is_throttle(response), _remaining(response)
         cost = _header_float(response, "X-Request-Cost")
-        self.limiter.release(ticket, _remaining(response), cost, throttled=throttled)
+        kept = None
+        if response.ok and remaining is not None and "next" in response.links:
+            self.limiter.pass_on(ticket, remaining, cost or 0.0)
+            kept = ticket
+        else:
+            self.limiter.release(ticket, remaining, cost, throttled=throttled)
         if cost is not None and not throttled:
             self.stats.add(cost=cost)
-        return response, token
+        return response, token, kept
 
     def _path(self, url: str) -> str:
         """``/api/v1/...`` of a URL of this Canvas, without its query."""
         return url.split("?", 1)[0].replace(self.base_url, "")
 
-    def _request(self, url: str, params: Any = None, priority: int = FAN_OUT) -> requests.Response:
+    def _request(
+        self, url: str, params: Any = None, priority: int = FAN_OUT, held: Ticket | None = None
+    ) -> tuple[requests.Response, Ticket | None]:
         """GET with throttle handling and one retry after a rejected token; returns a 2xx
-        response or raises a CanvasError."""
+        response (or raises a CanvasError) and, when the answer links a next page, the slot
+        kept for it."""
         display = self._path(url)
         retried_token = False
         for attempt in range(self.max_throttle_retries + 1):
-            response, token = self._send(url, params, display, priority)
+            response, token, kept = self._send(url, params, display, priority, held)
+            held = None
             remaining = _remaining(response)
             throttled = is_throttle(response)
             history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
@@ -265,7 +275,7 @@ class CanvasSession:
                 retried_token = True
                 continue
             self._raise_for_status(response, display)
-            return response
+            return response, kept
         raise CanvasThrottledError(
             f"Canvas kept throttling GET {display} after {self.max_throttle_retries} waits. "
             "Another client may be using the same token; lower CANVAS_MAX_CONCURRENCY."
@@ -302,7 +312,9 @@ class CanvasSession:
     # -- API -----------------------------------------------------------------------------------
     def get(self, path: str, params: Any = None, *, priority: int = FAN_OUT) -> Any:
         url = self._url(path)
-        response = self._request(url, params, priority)
+        response, kept = self._request(url, params, priority)
+        if kept is not None:  # a list read as one page: its next page is not wanted
+            self.limiter.release(kept, None)
         self.stats.add(pages=1)
         body = response.json()
         includes = _includes(params)
@@ -327,18 +339,23 @@ class CanvasSession:
         url: str | None = self._url(path)
         request_params: Any = query
         includes = _includes(query)
-        while url:
-            response = self._request(url, request_params, priority)
-            self.stats.add(pages=1)
-            body = response.json()
-            items = body[key] if key is not None else body
-            if includes:
-                _check_includes(items, includes, self._path(url))
-            yield items
-            next_url = response.links.get("next", {}).get("url")
-            url = self._url(next_url) if next_url else None
-            request_params = None  # the next URL already carries every parameter
-            priority = min(priority, CONTINUATION)
+        held: Ticket | None = None  # the slot kept for the next page
+        try:
+            while url:
+                response, held = self._request(url, request_params, priority, held)
+                self.stats.add(pages=1)
+                body = response.json()
+                items = body[key] if key is not None else body
+                if includes:
+                    _check_includes(items, includes, self._path(url))
+                yield items
+                next_url = response.links.get("next", {}).get("url")
+                url = self._url(next_url) if next_url else None
+                request_params = None  # the next URL already carries every parameter
+                priority = min(priority, CONTINUATION)
+        finally:
+            if held is not None:  # the list was left before its end (or failed): free the slot
+                self.limiter.release(held, None)
 
     def paginate(
         self, path: str, params: Any = None, *, key: str | None = None, priority: int = FAN_OUT
