@@ -1,7 +1,11 @@
 """Running semester backfills in-process, as Dagster runs them, and reading what they left: the
 helpers the backfill, fault, Live Events and UI tests share."""
 
+from collections.abc import Mapping
+from datetime import datetime
+
 import dagster as dg
+import pandas as pd
 import psycopg
 from psycopg import sql
 
@@ -9,7 +13,15 @@ from canvas_assets.canvas import CanvasResource
 from canvas_assets.defs.assets import build_semester_tables, build_terms_asset
 from canvas_assets.defs.namespace import Namespace
 from canvas_assets.settings import Settings
+from canvas_assets.tables import SEMESTER_TABLES
 from canvas_assets.warehouse import WarehouseResource
+from canvas_assets.warehouse.writes import (
+    StagedRows,
+    WriteCounts,
+    analyze_tables,
+    lock_semester,
+    write_tables,
+)
 
 from .truth import semester_of
 
@@ -55,3 +67,20 @@ def table_snapshot(conn: psycopg.Connection, schema: str) -> dict[str, list[tupl
         )
         snapshot[table] = conn.execute(query).fetchall()
     return snapshot
+
+
+def write_semester(
+    conn: psycopg.Connection,
+    schema: str,
+    semester: str,
+    frames: dict[str, pd.DataFrame],
+    observed_at: datetime,
+    staged: Mapping[str, StagedRows] | None = None,
+) -> dict[str, WriteCounts]:
+    """A semester's write as a backfill makes it, without the fetch: one transaction under the
+    semester's lock, then the statistics."""
+    with conn.transaction():
+        lock_semester(conn, schema, semester)
+        counts = write_tables(conn, schema, semester, frames, observed_at, SEMESTER_TABLES, staged)
+    analyze_tables(conn, schema, SEMESTER_TABLES)
+    return counts

@@ -31,8 +31,9 @@ from canvas_assets.warehouse.writes import (
     frame_rows,
     index_incoming,
     write_courses,
-    write_semester,
 )
+
+from .backfills import write_semester
 
 ROWS = 3_000  # enough that an index lookup is far cheaper than a scan, for any planner
 # The join methods a planner may be left with; a write must be linear under each of them.

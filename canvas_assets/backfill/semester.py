@@ -1,14 +1,15 @@
 """One semester backfill: fetch → map → validate → write, each step timed.
 
-The write is one transaction (``warehouse.writes.write_semester``): a semester that fails
-validation writes nothing and keeps what the warehouse held.
+The write is one transaction (``warehouse.writes.write_tables`` under the semester's lock): a
+semester that fails validation writes nothing and keeps what the warehouse held.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,7 +27,13 @@ from canvas_assets.tables import (
     semester_frames,
     validate_semester,
 )
-from canvas_assets.warehouse.writes import WriteCounts, write_semester
+from canvas_assets.warehouse.writes import (
+    StagedRows,
+    WriteCounts,
+    analyze_tables,
+    lock_semester,
+    write_tables,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +101,11 @@ def _read_and_write(
     staging: dict[str, StagedTable],
     started: float,
 ) -> SemesterBackfill:
-    """Fetch → map → validate → write, each step timed (``map`` includes the staged tables'
-    last chunk: mapped, checked and copied)."""
+    """Fetch → map → validate → write, each step timed (``map`` includes the staged tables' last
+    chunk: mapped, checked and copied). The write is one transaction, taken once the fetch is
+    done: Postgres upserts the staged tables while this thread maps and checks the others, and
+    the whole transaction is rolled back if a check fails (nothing reaches the semester's
+    tables unless every check passed)."""
     semester, term, observed_at = snapshot.semester, snapshot.term, snapshot.fetched_at
 
     def stage(table: str, objects: list) -> None:
@@ -105,28 +115,74 @@ def _read_and_write(
     snapshot = fetch_semester(session, term, semester, observed_at, tables, on_objects=stage)
     fetched = time.perf_counter()
     staged = {name: table.finish() for name, table in staging.items()}
+    with conn.transaction() as transaction:
+        lock_semester(conn, schema, semester)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="staged-write") as writer:
+            early = writer.submit(_write_staged, conn, snapshot, schema, tables, staged)
+            result = _map_and_check(snapshot, tables, staging)
+            checked = time.perf_counter()
+            staged_counts = early.result()
+        if not result.report.ok:
+            raise psycopg.Rollback(transaction)
+        if staged_counts is None:  # Postgres refused the early upsert: meet its error here
+            staged_counts = write_tables(
+                conn, schema, semester, {}, observed_at, _specs(tables, staged), staged
+            )
+        rest = [spec for spec in tables if spec.name not in staged]
+        frames = result.report.frames
+        result.counts = staged_counts | write_tables(
+            conn, schema, semester, frames, observed_at, rest
+        )
+    if result.report.ok:
+        analyze_tables(conn, schema, tables)
+    result.seconds = {"fetch": fetched - started} | result.seconds
+    result.seconds["write"] = time.perf_counter() - checked
+    for table in staging.values():
+        for phase, seconds in table.seconds.items():
+            result.staged_seconds[phase] = result.staged_seconds.get(phase, 0.0) + seconds
+    return result
+
+
+def _specs(tables: Sequence[TableSpec], names: Iterable[str]) -> list[TableSpec]:
+    wanted = set(names)
+    return [spec for spec in tables if spec.name in wanted]
+
+
+def _write_staged(
+    conn: psycopg.Connection,
+    snapshot: SemesterSnapshot,
+    schema: str,
+    tables: Sequence[TableSpec],
+    staged: dict[str, StagedRows],
+) -> dict[str, WriteCounts] | None:
+    """The staged tables' upsert, in a savepoint of the semester's transaction; ``None`` if
+    Postgres refused it (an id twice among the staged rows, which the checks report; any other
+    error is met again once the checks passed)."""
+    specs = _specs(tables, staged)
+    try:
+        with conn.transaction():
+            return write_tables(
+                conn, schema, snapshot.semester, {}, snapshot.fetched_at, specs, staged
+            )
+    except psycopg.Error:
+        return None
+
+
+def _map_and_check(
+    snapshot: SemesterSnapshot, tables: Sequence[TableSpec], staging: dict[str, StagedTable]
+) -> SemesterBackfill:
+    """Map the tables not staged and check the whole semester: the report, with the frames to
+    write, and the ``map`` and ``validate`` seconds."""
+    started = time.perf_counter()
+    semester = snapshot.semester
     raw = semester_frames(snapshot, [spec for spec in tables if spec.name not in staging])
     # Mapped: a large semester's JSON would otherwise stay beside its frames until the end.
     snapshot.per_course, snapshot.users = {}, {}
     mapped = time.perf_counter()
     chunked = {name: table.validation for name, table in staging.items()}
-    report = validate_semester(semester, term.get("sis_term_id"), raw, tables, chunked)
-    validated = time.perf_counter()
+    report = validate_semester(semester, snapshot.term.get("sis_term_id"), raw, tables, chunked)
     rows = {name: len(df) for name, df in raw.items()} | {n: v.rows for n, v in chunked.items()}
     previews = dict(report.frames) | {name: table.head for name, table in staging.items()}
     result = SemesterBackfill(snapshot, rows, report, previews)
-    del raw  # the validated frames (report.frames) are what is written
-    if report.ok:
-        result.counts = write_semester(
-            conn, schema, semester, report.frames, observed_at, tables, staged
-        )
-    result.seconds = {
-        "fetch": fetched - started,
-        "map": mapped - fetched,
-        "validate": validated - mapped,
-        "write": time.perf_counter() - validated,
-    }
-    for table in staging.values():
-        for phase, seconds in table.seconds.items():
-            result.staged_seconds[phase] = result.staged_seconds.get(phase, 0.0) + seconds
+    result.seconds = {"map": mapped - started, "validate": time.perf_counter() - mapped}
     return result

@@ -265,34 +265,32 @@ def _advisory_xact_lock(conn: psycopg.Connection, name: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
 
 
-def write_semester(
+def write_tables(
     conn: psycopg.Connection,
     schema: str,
     semester: str,
-    frames: dict[str, pd.DataFrame],
+    frames: Mapping[str, pd.DataFrame],
     observed_at: datetime,
-    tables: Sequence[TableSpec] = SEMESTER_TABLES,
+    tables: Sequence[TableSpec],
     staged: Mapping[str, StagedRows] | None = None,
 ) -> dict[str, WriteCounts]:
-    """Write one semester's tables in a single transaction: all of it or none of it. A table
-    in ``staged`` is written from the temp table its rows were copied to as they arrived (which
-    the transaction drops); the others from ``frames``."""
+    """Upsert ``tables`` of one semester inside the caller's transaction, which holds the
+    semester's lock (``lock_semester``). A table in ``staged`` is written from the temp table
+    its rows were copied to as they arrived (dropped here, with the transaction); the others
+    from ``frames``."""
     counts: dict[str, WriteCounts] = {}
     scope = Scope(sql.SQL("t.semester = %s"), (semester,))
     staged = staged or {}
-    with conn.transaction():
-        lock_semester(conn, schema, semester)
-        for spec in tables:
-            if spec.name in staged:
-                counts[spec.name] = upsert_staged(
-                    conn, schema, spec.name, staged[spec.name], observed_at, spec.key, scope
-                )
-                conn.execute(sql.SQL("DROP TABLE {}").format(staged[spec.name].temp))
-            else:
-                counts[spec.name] = upsert_rows(
-                    conn, schema, spec.name, frames[spec.name], observed_at, spec.key, scope
-                )
-    analyze_tables(conn, schema, tables)
+    for spec in tables:
+        if spec.name in staged:
+            counts[spec.name] = upsert_staged(
+                conn, schema, spec.name, staged[spec.name], observed_at, spec.key, scope
+            )
+            conn.execute(sql.SQL("DROP TABLE {}").format(staged[spec.name].temp))
+        else:
+            counts[spec.name] = upsert_rows(
+                conn, schema, spec.name, frames[spec.name], observed_at, spec.key, scope
+            )
     return counts
 
 
