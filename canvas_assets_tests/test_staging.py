@@ -12,7 +12,7 @@ import pytest
 
 from canvas_assets.backfill import staging
 from canvas_assets.backfill.semester import backfill_semester
-from canvas_assets.canvas import CanvasResource
+from canvas_assets.canvas import CanvasResource, fetch
 from canvas_assets.canvas.fetch import fetch_semester, semester_term
 from canvas_assets.tables import ChunkedValidation
 from canvas_assets.tables.registry import ENROLLMENTS
@@ -97,6 +97,30 @@ def test_a_bad_row_in_a_late_chunk_writes_nothing_and_is_reported_at_its_row(
     bad = cases[cases["column"] == "total_active_time"]
     assert bad["index"].tolist() == [row] and bad["failure_case"].tolist() == [-5]
     assert row >= 2 * 25
+    assert table_snapshot(db, warehouse.table_schema()) == before
+    assert staged_tables_left(db) == []
+
+
+def test_an_enrollment_read_twice_is_reported_by_the_checks_and_writes_nothing(
+    canvas, warehouse, db, institution, monkeypatch
+) -> None:
+    """Without this, an enrollment Canvas listed twice would make Postgres refuse the staged
+    upsert (which now runs before the checks have finished, in the semester's transaction):
+    the backfill would fail with a database error instead of the check that names the id, or
+    the refused upsert would leave the transaction unusable."""
+    semester = real_semesters(institution)[0]
+    assert run_backfill(canvas, warehouse, semester)[0].report.ok
+    before = table_snapshot(db, warehouse.table_schema())
+    read_list = fetch._per_course_list
+
+    def listed_twice(session, source, course) -> list:
+        objects = read_list(session, source, course)
+        return objects + objects[:1] if source is ENROLLMENTS.source else objects
+
+    monkeypatch.setattr(fetch, "_per_course_list", listed_twice)
+    result, _ = run_backfill(canvas, warehouse, semester)
+    assert not result.report.ok
+    assert "field_uniqueness" in set(result.report.failures["enrollments"]["check"])
     assert table_snapshot(db, warehouse.table_schema()) == before
     assert staged_tables_left(db) == []
 
