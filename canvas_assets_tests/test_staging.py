@@ -108,8 +108,7 @@ def test_an_enrollment_read_twice_is_reported_by_the_checks_and_writes_nothing(
     upsert (which now runs before the checks have finished, in the semester's transaction):
     the backfill would fail with a database error instead of the check that names the id, or
     the refused upsert would leave the transaction unusable."""
-    semester = real_semesters(institution)[0]
-    assert run_backfill(canvas, warehouse, semester)[0].report.ok
+    semester = real_semesters(institution)[0]  # a first backfill: the twin is no update
     before = table_snapshot(db, warehouse.table_schema())
     read_list = fetch._per_course_list
 
