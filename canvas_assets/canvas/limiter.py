@@ -36,7 +36,7 @@ at once while costs are low, and fewer as cost accumulates.
   than eleven are in Canvas's service at once (BENCHMARKS.md, ``--network-ms``).
 
 Answers free their slots at once: the next request goes as soon as both books allow it (a
-freed slot held back for an even pace left the pipe a tenth emptier).
+freed slot held back for an even pace left the pipe emptier; BENCHMARKS.md).
 
 Requests wait in priority order: the next page of a chain (``CHAIN``) goes before fan-out work.
 """
