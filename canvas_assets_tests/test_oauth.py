@@ -52,7 +52,7 @@ def test_a_backfill_outlives_several_short_lived_tokens(keyed, warehouse, db, in
     """Without this, a backfill longer than one token's life (an hour on Canvas, a large
     semester or a slow night) would fail halfway with 401s, or refresh on every request."""
     canvas = oauth_canvas(keyed, warehouse, authorise(keyed))
-    keyed.faults.latency_seconds = 0.5  # a slow Canvas: the backfill takes several seconds
+    keyed.faults.latency_seconds = 0.8  # a slow Canvas: the backfill takes several seconds
     semester = real_semesters(keyed.institution)[0]
     before, started = keyed.oauth.grants, time.monotonic()
     result = backfill(canvas, warehouse, instance, semester)
