@@ -115,11 +115,12 @@ def _read_and_write(
     snapshot = fetch_semester(session, term, semester, observed_at, tables, on_objects=stage)
     fetched = time.perf_counter()
     staged = {name: table.finish() for name, table in staging.items()}
+    rest = [spec for spec in tables if spec.name not in staged]
     with conn.transaction() as transaction:
         lock_semester(conn, schema, semester)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="staged-write") as writer:
             early = writer.submit(_write_staged, conn, snapshot, schema, tables, staged)
-            result = _map_and_check(snapshot, tables, staging)
+            result = _map_and_check(snapshot, tables, rest, staging)
             checked = time.perf_counter()
             staged_counts = early.result()
         if not result.report.ok:
@@ -128,7 +129,6 @@ def _read_and_write(
             staged_counts = write_tables(
                 conn, schema, semester, {}, observed_at, _specs(tables, staged), staged
             )
-        rest = [spec for spec in tables if spec.name not in staged]
         frames = result.report.frames
         result.counts = staged_counts | write_tables(
             conn, schema, semester, frames, observed_at, rest
@@ -169,13 +169,16 @@ def _write_staged(
 
 
 def _map_and_check(
-    snapshot: SemesterSnapshot, tables: Sequence[TableSpec], staging: dict[str, StagedTable]
+    snapshot: SemesterSnapshot,
+    tables: Sequence[TableSpec],
+    rest: Sequence[TableSpec],
+    staging: dict[str, StagedTable],
 ) -> SemesterBackfill:
-    """Map the tables not staged and check the whole semester: the report, with the frames to
-    write, and the ``map`` and ``validate`` seconds."""
+    """Map ``rest`` (the tables not staged) and check the whole semester: the report, with the
+    frames to write, and the ``map`` and ``validate`` seconds."""
     started = time.perf_counter()
     semester = snapshot.semester
-    raw = semester_frames(snapshot, [spec for spec in tables if spec.name not in staging])
+    raw = semester_frames(snapshot, rest)
     # Mapped: a large semester's JSON would otherwise stay beside its frames until the end.
     snapshot.per_course, snapshot.users = {}, {}
     mapped = time.perf_counter()

@@ -105,7 +105,6 @@ class Ticket:
     priority: int
     seq: int
     wake: threading.Event = field(compare=False, default_factory=threading.Event)
-    admitted: bool = field(compare=False, default=False)
     on_wire: bool = field(compare=False, default=False)
     round: int = field(compare=False, default=0)
 
@@ -212,7 +211,7 @@ class BudgetLimiter:
             self._round_waited = True
         while self._waiting and self.in_flight < self.limit and self._bucket_admits():
             ticket = heapq.heappop(self._waiting)
-            ticket.round, ticket.admitted = self._round, True
+            ticket.round = self._round
             self.allowance.charge()
             self.in_flight += 1
             self._unsent += 1
@@ -237,8 +236,8 @@ class BudgetLimiter:
 
     def pass_on(self, ticket: Ticket, remaining: float, cost: float) -> None:
         """What Canvas reported for a page whose chain goes on: the slot and its charge stay
-        with ``ticket`` for the next page (``resend``), which would otherwise wait for the next
-        answer behind fan-out work that took the slot; the whole chain waits on each page."""
+        with ``ticket`` for the next page (``sending`` it again), which would otherwise wait for
+        the next answer behind fan-out work that took the slot; the chain waits on each page."""
         with self._lock:
             self.allowance.answered(remaining, cost)
             self.allowance.charge()

@@ -207,11 +207,12 @@ class CanvasSession:
         raise AssertionError("unreachable")
 
     def _send(
-        self, url: str, params: Any, display: str, priority: int, held: Ticket | None
+        self, url: str, params: Any, display: str, priority: int, held: Ticket | None, keep: bool
     ) -> tuple[requests.Response, str, Ticket | None]:
         """One GET (urllib3 retrying transient failures) holding a slot of the limiter (``held``
-        if a previous page passed one on); returns the answer, the token it was sent with, and
-        the slot kept for the next page when there is one (``BudgetLimiter.pass_on``)."""
+        if a previous page passed one on); returns the answer, the token it was sent with, and,
+        if ``keep`` and the answer links a next page, the slot kept for that page
+        (``BudgetLimiter.pass_on``)."""
         ticket: Ticket = held or self.limiter.acquire(priority)
         try:
             # Taken once the request may go: a token taken earlier could be replaced (by a
@@ -231,7 +232,7 @@ class CanvasSession:
         throttled, remaining = is_throttle(response), _remaining(response)
         cost = _header_float(response, "X-Request-Cost")
         kept = None
-        if response.ok and remaining is not None and "next" in response.links:
+        if keep and response.ok and remaining is not None and "next" in response.links:
             self.limiter.pass_on(ticket, remaining, cost or 0.0)
             kept = ticket
         else:
@@ -245,15 +246,20 @@ class CanvasSession:
         return url.split("?", 1)[0].replace(self.base_url, "")
 
     def _request(
-        self, url: str, params: Any = None, priority: int = FAN_OUT, held: Ticket | None = None
+        self,
+        url: str,
+        params: Any = None,
+        priority: int = FAN_OUT,
+        held: Ticket | None = None,
+        keep: bool = False,
     ) -> tuple[requests.Response, Ticket | None]:
         """GET with throttle handling and one retry after a rejected token; returns a 2xx
-        response (or raises a CanvasError) and, when the answer links a next page, the slot
-        kept for it."""
+        response (or raises a CanvasError) and, if ``keep`` and the answer links a next page,
+        the slot kept for it."""
         display = self._path(url)
         retried_token = False
         for attempt in range(self.max_throttle_retries + 1):
-            response, token, kept = self._send(url, params, display, priority, held)
+            response, token, kept = self._send(url, params, display, priority, held, keep)
             held = None
             remaining = _remaining(response)
             throttled = is_throttle(response)
@@ -312,9 +318,7 @@ class CanvasSession:
     # -- API -----------------------------------------------------------------------------------
     def get(self, path: str, params: Any = None, *, priority: int = FAN_OUT) -> Any:
         url = self._url(path)
-        response, kept = self._request(url, params, priority)
-        if kept is not None:  # a list read as one page: its next page is not wanted
-            self.limiter.release(kept, None)
+        response, _ = self._request(url, params, priority)
         self.stats.add(pages=1)
         body = response.json()
         includes = _includes(params)
@@ -342,7 +346,7 @@ class CanvasSession:
         held: Ticket | None = None  # the slot kept for the next page
         try:
             while url:
-                response, held = self._request(url, request_params, priority, held)
+                response, held = self._request(url, request_params, priority, held, keep=True)
                 self.stats.add(pages=1)
                 body = response.json()
                 items = body[key] if key is not None else body
