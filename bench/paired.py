@@ -1,21 +1,26 @@
-"""Issue 25's limiter, side by side: the default reserve and the previous one.
+"""Issue 25's backfill changes, side by side: the default and the ways it was before.
 
     .venv/bin/python -m bench.paired                        # medium x4, x16, university
     .venv/bin/python -m bench.paired --sizes medium:4 --network-ms 40
+    .venv/bin/python -m bench.paired --variants "now,upsert after the fetch"
 
 Each repeat backfills the semester once per variant, back to back in rotating order, each into
 an empty schema of the embedded PostgreSQL, in this process (``backfill_semester``, no Dagster
 run: ``bench.run`` measures those):
 
-* **now**: the limiter's default reserve (``rate_limit_floor``, 60: the next request's charge
-  and ten units), which its allowance makes safe (``canvas/limiter.py``);
-* **reserve 150**: the reserve of before (two charges of margin), with the same limiter.
+* **now**: the backfill as it is, with the limiter's default reserve (``rate_limit_floor``,
+  60: the next request's charge and ten units), which its allowance makes safe
+  (``canvas/limiter.py``);
+* **reserve 150**: the reserve of before (two charges of margin), with the same limiter;
+* **upsert after the fetch**: the write of before: the enrollments' chunks copied during the
+  fetch but upserted all at once after it, Python's cyclic collector left on throughout.
 
 A sandbox runs in its own process for each size (50 ms a request plus its cost, throttle on;
 ``--network-ms`` adds a round trip outside the bucket). It prints medians: the partition's time
 and its ratio to the floor, the fetch, the backfill's own work after Canvas's last answer,
-the staged tables' own work (map, validate, copy: during the fetch but for the last chunk), and
-each variant's time over the same repeat's "reserve 150". Nothing here asserts a speed.
+the staged tables' own work (map, validate, copy, upsert: during the fetch but for the last
+chunk), and each variant's time over the same repeat's last variant listed. Nothing here
+asserts a speed.
 """
 
 from __future__ import annotations
@@ -23,8 +28,12 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 import psycopg
 
@@ -37,19 +46,59 @@ from bench.harness import (
     postgres,
     semester_of,
 )
+from canvas_assets.backfill import semester
 from canvas_assets.backfill.semester import backfill_semester
-from canvas_assets.canvas import CanvasResource
+from canvas_assets.backfill.staging import StagedTable
+from canvas_assets.canvas import CanvasResource, fetch
 from canvas_assets.warehouse.migrate import migrate
+from canvas_assets.warehouse.writes import WriteCounts, analyze_incoming, upsert_incoming
 
-BASELINE = "reserve 150"
-VARIANTS = {"now": 60.0, BASELINE: 150.0}
+
+class UpsertAfterFetch(StagedTable):
+    """The staged write before the chunks were upserted during the fetch: copied as they
+    arrive, upserted all at once once the fetch is done (beside the other tables' checks)."""
+
+    def _upsert_chunk(self) -> None:
+        return None
+
+    def complete(self) -> WriteCounts | None:
+        analyze_incoming(self.conn, self._staged, self.spec.key)
+        self.written = upsert_incoming(
+            self.conn, self.schema, self.spec.name, self._staged, self._columns, self.spec.key
+        )
+        return super().complete()
+
+
+def _upsert_after_the_fetch() -> ExitStack:
+    stack = ExitStack()
+    stack.enter_context(mock.patch.object(semester, "StagedTable", UpsertAfterFetch))
+    for module in (semester, fetch):
+        stack.enter_context(mock.patch.object(module, "cyclic_gc_paused", nullcontext))
+    return stack
+
+
+@dataclass(frozen=True)
+class Variant:
+    reserve: float = 60.0  # the limiter's reserve (``rate_limit_floor``)
+    differs: Callable[[], AbstractContextManager] = nullcontext  # how its backfill differs
+
+
+VARIANTS = {
+    "now": Variant(),
+    "reserve 150": Variant(reserve=150.0),
+    "upsert after the fetch": Variant(differs=_upsert_after_the_fetch),
+}
 
 
 def one_backfill(sandbox: Sandbox, db_url: str, variant: str) -> dict:
-    reserve = VARIANTS[variant]
-    canvas = CanvasResource(base_url=sandbox.url, api_token=TOKEN, rate_limit_floor=reserve)
+    chosen = VARIANTS[variant]
+    canvas = CanvasResource(base_url=sandbox.url, api_token=TOKEN, rate_limit_floor=chosen.reserve)
     schema = new_schema()
-    with psycopg.connect(db_url, autocommit=True) as conn, canvas.session() as session:
+    with (
+        psycopg.connect(db_url, autocommit=True) as conn,
+        canvas.session() as session,
+        chosen.differs(),
+    ):
         migrate(conn, schema)
         sandbox.stats(new_window=True)
         started = time.perf_counter()
@@ -67,7 +116,7 @@ def one_backfill(sandbox: Sandbox, db_url: str, variant: str) -> dict:
 
 
 def one_size(size: str, scale: float, args, db_url: str, workdir: Path) -> dict:
-    names = list(VARIANTS)
+    names = args.variants
     with Sandbox(size, scale, 50.0, workdir, network_ms=args.network_ms) as sandbox:
         floor = sandbox.floor(semester_of(sandbox)).seconds
         runs: dict[str, list[dict]] = {name: [] for name in names}
@@ -83,7 +132,7 @@ def one_size(size: str, scale: float, args, db_url: str, workdir: Path) -> dict:
         }
         out[name]["vs_floor"] = out[name]["partition_s"] / floor
         out[name]["vs_baseline"] = median(
-            [r["partition_s"] / b["partition_s"] for r, b in zip(got, runs[BASELINE], strict=True)]
+            [r["partition_s"] / b["partition_s"] for r, b in zip(got, runs[names[-1]], strict=True)]
         )
         out[name]["throttled"] = sum(r["throttled"] for r in got)
     return out
@@ -94,20 +143,28 @@ def main() -> None:
     parser.add_argument("--sizes", default="medium:4,medium:16,university:1")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--network-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--variants", default="now,reserve 150", help=f"of {', '.join(VARIANTS)}; the last is "
+        "the baseline"
+    )  # fmt: skip
     args = parser.parse_args()
+    args.variants = args.variants.split(",")
+    unknown = set(args.variants) - VARIANTS.keys()
+    if unknown or len(args.variants) < 2:
+        parser.error(f"--variants: two or more of {', '.join(VARIANTS)}")
     print(f"network round trip {args.network_ms:g} ms; {args.repeat} repeats; medians")
     with tempfile.TemporaryDirectory(prefix="canvas-bench-") as tmp, postgres(Path(tmp)) as db:
         for item in args.sizes.split(","):
             size, scale = item.split(":")
             result = one_size(size, float(scale), args, db, Path(tmp))
-            for name in VARIANTS:
+            for name in args.variants:
                 r = result[name]
                 print(
                     f"{result['size']}: {name}: partition {r['partition_s']:.2f} s "
                     f"({r['vs_floor']:.2f}x the floor, {result['floor_s']:.1f} s), fetch "
                     f"{r['fetch_s']:.2f} s, after the last answer {r['after_last_answer_s']:.2f}"
-                    f" s, staged {r['staged_s']:.2f} s, {r['vs_baseline']:.3f}x {BASELINE}, "
-                    f"throttled {r['throttled']}",
+                    f" s, staged {r['staged_s']:.2f} s, {r['vs_baseline']:.3f}x "
+                    f"{args.variants[-1]}, throttled {r['throttled']}",
                     flush=True,
                 )
 

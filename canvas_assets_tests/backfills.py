@@ -1,7 +1,6 @@
 """Running semester backfills in-process, as Dagster runs them, and reading what they left: the
 helpers the backfill, fault, Live Events and UI tests share."""
 
-from collections.abc import Mapping
 from datetime import datetime
 
 import dagster as dg
@@ -16,7 +15,6 @@ from canvas_assets.settings import Settings
 from canvas_assets.tables import SEMESTER_TABLES
 from canvas_assets.warehouse import WarehouseResource
 from canvas_assets.warehouse.writes import (
-    StagedRows,
     WriteCounts,
     analyze_tables,
     lock_semester,
@@ -75,12 +73,11 @@ def write_semester(
     semester: str,
     frames: dict[str, pd.DataFrame],
     observed_at: datetime,
-    staged: Mapping[str, StagedRows] | None = None,
 ) -> dict[str, WriteCounts]:
     """A semester's write as a backfill makes it, without the fetch: one transaction under the
     semester's lock, then the statistics."""
     with conn.transaction():
         lock_semester(conn, schema, semester)
-        counts = write_tables(conn, schema, semester, frames, observed_at, SEMESTER_TABLES, staged)
+        counts = write_tables(conn, schema, semester, frames, observed_at, SEMESTER_TABLES)
     analyze_tables(conn, schema, SEMESTER_TABLES)
     return counts

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import psycopg
 import pytest
+from psycopg import sql
 
 from canvas_assets.backfill import staging
 from canvas_assets.backfill.semester import backfill_semester
@@ -16,6 +17,7 @@ from canvas_assets.canvas import CanvasResource, fetch
 from canvas_assets.canvas.fetch import fetch_semester, semester_term
 from canvas_assets.tables import ChunkedValidation
 from canvas_assets.tables.registry import ENROLLMENTS
+from canvas_assets.warehouse.writes import try_lock_semester
 from canvas_sandbox import SandboxServer, generate_institution
 
 from .backfills import real_semesters, table_snapshot
@@ -39,23 +41,31 @@ def run_backfill(canvas: CanvasResource, warehouse, semester: str):
         return result, session.stats.requests
 
 
-def test_enrollments_are_checked_and_copied_while_the_fetch_goes_on(
+def test_enrollments_are_written_while_the_fetch_goes_on_and_committed_at_its_end(
     warehouse, db, monkeypatch
 ) -> None:
     """Without this, every enrollment of a semester would wait for Canvas's last answer to be
-    mapped, checked and copied (seconds at a university), or chunks copied along the way would
-    lose, repeat or alter rows."""
+    mapped, checked and upserted (seconds at a university); chunks written along the way could
+    lose, repeat or alter rows, show before every check has passed, or let a Live Events apply
+    write the semester in the middle of the backfill."""
     institution = generate_institution("medium", seed=2, scale=0.5)
     semester = real_semesters(institution)[-1]
+    schema = warehouse.table_schema()
     monkeypatch.setattr(staging, "STAGE_ROWS", 200)
-    requests_at_copy: list[int] = []
-    copy_rows = staging.copy_rows
+    seen: list[tuple[int, int, bool]] = []  # at each chunk: requests, rows others see, lock free
+    upsert_incoming = staging.upsert_incoming
 
-    def counted(conn, temp, columns, rows) -> None:
-        requests_at_copy.append(server.request_count)
-        copy_rows(conn, temp, columns, rows)
+    def watched(conn, *args, **kwargs):
+        with warehouse.connect() as other:
+            (visible,) = other.execute(
+                sql.SQL("SELECT count(*) FROM {}.enrollments").format(sql.Identifier(schema))
+            ).fetchone()
+            with other.transaction():
+                free = try_lock_semester(other, schema, semester)
+        seen.append((server.request_count, visible, free))
+        return upsert_incoming(conn, *args, **kwargs)
 
-    monkeypatch.setattr(staging, "copy_rows", counted)
+    monkeypatch.setattr(staging, "upsert_incoming", watched)
     with SandboxServer(
         institution, token=SANDBOX_TOKEN, latency_seconds=0.05, keep_alive=True
     ) as server:
@@ -63,11 +73,12 @@ def test_enrollments_are_checked_and_copied_while_the_fetch_goes_on(
         result, requests = run_backfill(canvas, warehouse, semester)
     assert result.report.ok, result.report.message(semester)
     expected = expected_semester(institution, semester)
-    assert len(requests_at_copy) >= len(expected["enrollments"]) // 200
-    assert requests_at_copy[0] < 0.9 * requests  # the first chunk went in well before the end
+    assert len(seen) >= len(expected["enrollments"]) // 200
+    assert seen[0][0] < 0.9 * requests  # the first chunk went in well before the end
+    assert {(visible, free) for _, visible, free in seen} == {(0, False)}
     assert result.rows_mapped["enrollments"] == len(expected["enrollments"])
     assert result.counts["enrollments"].inserted == len(expected["enrollments"])
-    actual = warehouse_semester(db, warehouse.table_schema(), semester)
+    actual = warehouse_semester(db, schema, semester)
     for table in expected:
         assert actual[table] == expected[table], table
     assert staged_tables_left(db) == []
@@ -156,3 +167,28 @@ def test_the_whole_partitions_checks_see_across_chunks(second_chunk, check) -> N
     assert cases is not None
     assert set(cases["check"]) == {check}
     assert 2 in set(cases["index"])  # the second chunk's row, numbered on from the first's
+
+
+def test_a_chunk_postgres_refused_is_written_whole_once_the_checks_pass(
+    canvas, warehouse, db, institution, monkeypatch
+) -> None:
+    """Without this, enrollments whose chunk upsert Postgres refused during the fetch (a
+    conflict the checks do not see) would be missing from the semester, or the backfill would
+    fail, though every check passed."""
+    semester = real_semesters(institution)[0]
+    monkeypatch.setattr(staging, "STAGE_ROWS", 25)
+    upsert_incoming, calls = staging.upsert_incoming, []
+
+    def refused_once(*args, **kwargs):
+        calls.append(args[3])
+        if len(calls) == 2:
+            raise psycopg.errors.SerializationFailure("refused")
+        return upsert_incoming(*args, **kwargs)
+
+    monkeypatch.setattr(staging, "upsert_incoming", refused_once)
+    result, _ = run_backfill(canvas, warehouse, semester)
+    assert result.report.ok, result.report.message(semester)
+    assert len(calls) == 2  # no chunk upserted after the refusal: the whole is, after the checks
+    expected = expected_semester(institution, semester)
+    assert warehouse_semester(db, warehouse.table_schema(), semester) == expected
+    assert result.counts["enrollments"].rows == len(expected["enrollments"])

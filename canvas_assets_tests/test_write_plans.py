@@ -20,17 +20,16 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from canvas_assets.tables import SEMESTER_TABLES
+from canvas_assets.backfill.staging import StagedTable
+from canvas_assets.tables import SEMESTER_TABLES, SemesterSnapshot
 from canvas_assets.tables.columns import frame
+from canvas_assets.tables.mapping import Enrollment
 from canvas_assets.tables.registry import ENROLLMENTS
 from canvas_assets.warehouse.writes import (
-    StagedRows,
     analyze_tables,
-    copy_rows,
-    create_incoming,
-    frame_rows,
-    index_incoming,
+    lock_semester,
     write_courses,
+    write_tables,
 )
 
 from .backfills import write_semester
@@ -157,19 +156,31 @@ def _quadratic(conn: psycopg.Connection) -> list[tuple[str, list[str]]]:
     return bad
 
 
+def _enrollments(count: int) -> list[Enrollment]:
+    """What a backfill's fetch keeps of ``count`` enrollments (the rows of ``_rows``)."""
+    return [
+        Enrollment(n, n, n, n, "StudentEnrollment", "active", *[None] * 8)
+        for n in range(1, count + 1)
+    ]
+
+
 def _write(conn: psycopg.Connection, schema: str, now: datetime, staged: bool) -> None:
-    """A semester's write, its enrollments staged in a temp table first when ``staged`` (as a
-    backfill stages them while it fetches: ``backfill.staging``)."""
+    """A semester's write: every table from frames, or (``staged``) the enrollments as a
+    backfill writes them while it fetches (``backfill.staging``: chunk by chunk, then the
+    soft-delete), in its transaction."""
     frames = _frames("2026SP", ROWS)
     if not staged:
         write_semester(conn, schema, "2026SP", frames, now)
         return
-    temp = create_incoming(conn, schema, "enrollments", "staged_enrollments", on_commit_drop=False)
-    index_incoming(conn, temp, ENROLLMENTS.key)
-    columns, rows = frame_rows(frames.pop("enrollments"), now)
-    copy_rows(conn, temp, columns, rows)
-    rows_staged = {"enrollments": StagedRows(temp, tuple(columns), ROWS)}
-    write_semester(conn, schema, "2026SP", frames, now, staged=rows_staged)
+    rest = [spec for spec in SEMESTER_TABLES if not spec.staged]
+    with conn.transaction():
+        lock_semester(conn, schema, "2026SP")
+        enrollments = StagedTable(conn, schema, ENROLLMENTS, SemesterSnapshot("2026SP", {}, now))
+        enrollments.add(_enrollments(ROWS))
+        enrollments.finish()
+        assert enrollments.complete() is not None
+        write_tables(conn, schema, "2026SP", frames, now, rest)
+    analyze_tables(conn, schema, SEMESTER_TABLES)
 
 
 @pytest.mark.parametrize("staged", [False, True], ids=["frames", "staged enrollments"])

@@ -1,7 +1,9 @@
 """One semester backfill: fetch → map → validate → write, each step timed.
 
-The write is one transaction (``warehouse.writes.write_tables`` under the semester's lock): a
-semester that fails validation writes nothing and keeps what the warehouse held.
+The backfill is one transaction under the semester's lock (``warehouse.writes.lock_semester``),
+opened before the fetch so that the staged tables are written as their rows arrive
+(``backfill.staging``): a semester that fails validation commits nothing and keeps what the
+warehouse held. Meanwhile a Live Events apply leaves the semester to the next run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import psycopg
 from canvas_assets.backfill.staging import StagedTable
 from canvas_assets.canvas import CanvasSession
 from canvas_assets.canvas.fetch import fetch_semester, semester_term
+from canvas_assets.memory import cyclic_gc_paused
 from canvas_assets.tables import (
     SEMESTER_TABLES,
     SemesterSnapshot,
@@ -28,7 +31,6 @@ from canvas_assets.tables import (
     validate_semester,
 )
 from canvas_assets.warehouse.writes import (
-    StagedRows,
     WriteCounts,
     analyze_tables,
     lock_semester,
@@ -51,9 +53,12 @@ class SemesterBackfill:
     previews: dict[str, pd.DataFrame] = field(default_factory=dict)
     counts: dict[str, WriteCounts] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    # The staged tables' map, validate and copy, summed: spent while the fetch went on, except
-    # for the last chunk (which ``seconds["map"]`` includes).
+    # The staged tables' map, validate, copy and upsert, summed: spent while the fetch went on,
+    # except for the last chunk (which ``seconds["map"]`` includes).
     staged_seconds: dict[str, float] = field(default_factory=dict)
+    # When the checks ended (``time.perf_counter``): the write phase runs from there to the
+    # commit.
+    checked_at: float = 0.0
 
 
 def backfill_semester(
@@ -66,16 +71,22 @@ def backfill_semester(
 ) -> SemesterBackfill:
     """Read the semester from Canvas and, if every table validates, write it. A failed
     validation writes nothing: check ``result.report.ok``. Staged tables (``backfill.staging``)
-    are mapped, checked and copied to a temp table while the fetch goes on."""
+    are mapped, checked and upserted while the fetch goes on, uncommitted until every check
+    has passed."""
     started = time.perf_counter()
     term = semester_term(session, semester)
     snapshot = SemesterSnapshot(semester, term, observed_at)
-    staging = {s.name: StagedTable(conn, schema, s, snapshot) for s in tables if s.staged}
-    try:
-        result = _read_and_write(conn, schema, session, snapshot, tables, staging, started)
-    finally:
-        for staged in staging.values():
-            staged.discard()
+    with conn.transaction() as transaction:
+        lock_semester(conn, schema, semester)
+        # The transaction waits on Canvas between chunks, and through the people's tail: a
+        # server's timeout for idle transactions must not end a backfill that is working.
+        conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+        result = _read_and_write(conn, schema, session, snapshot, tables, started)
+        if not result.report.ok:
+            raise psycopg.Rollback(transaction)
+    result.seconds["write"] = time.perf_counter() - result.checked_at
+    if result.report.ok:
+        analyze_tables(conn, schema, tables)
     log.debug(  # the wall clock at the end: what a benchmark sets against Canvas's last answer
         "Semester %s phases: %s (Canvas: %d requests, %d throttled) done at %.3f; staged: %s",
         semester,
@@ -98,48 +109,54 @@ def _read_and_write(
     session: CanvasSession,
     snapshot: SemesterSnapshot,
     tables: Sequence[TableSpec],
-    staging: dict[str, StagedTable],
     started: float,
 ) -> SemesterBackfill:
-    """Fetch → map → validate → write, each step timed (``map`` includes the staged tables' last
-    chunk: mapped, checked and copied). The write is one transaction, taken once the fetch is
-    done: Postgres upserts the staged tables while this thread maps and checks the others, and
-    the whole transaction is rolled back if a check fails (nothing reaches the semester's
-    tables unless every check passed)."""
-    semester, term, observed_at = snapshot.semester, snapshot.term, snapshot.fetched_at
+    """Fetch → map → validate → write, inside the semester's transaction, each step timed
+    (``map`` includes the staged tables' last chunk). The caller commits, or rolls back when a
+    check failed."""
+    staging = {s.name: StagedTable(conn, schema, s, snapshot) for s in tables if s.staged}
 
     def stage(table: str, objects: list) -> None:
         if table in staging:
             staging[table].add(objects)
 
+    semester, term, observed_at = snapshot.semester, snapshot.term, snapshot.fetched_at
     snapshot = fetch_semester(session, term, semester, observed_at, tables, on_objects=stage)
     fetched = time.perf_counter()
+    with cyclic_gc_paused():  # the rest's rows, with the semester's snapshot held
+        result = _check_and_write(conn, schema, snapshot, tables, staging)
+    result.seconds = {"fetch": fetched - started} | result.seconds
+    return result
+
+
+def _check_and_write(
+    conn: psycopg.Connection,
+    schema: str,
+    snapshot: SemesterSnapshot,
+    tables: Sequence[TableSpec],
+    staging: dict[str, StagedTable],
+) -> SemesterBackfill:
+    """Once the fetch is done: Postgres marks deleted what the staged tables no longer hold
+    while this thread maps and checks the other tables; if every check passed, they are
+    written."""
+    semester, observed_at = snapshot.semester, snapshot.fetched_at
     staged = {name: table.finish() for name, table in staging.items()}
     rest = [spec for spec in tables if spec.name not in staged]
-    with conn.transaction() as transaction:
-        lock_semester(conn, schema, semester)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="staged-write") as writer:
-            early = writer.submit(_write_staged, conn, snapshot, schema, tables, staged)
-            result = _map_and_check(snapshot, tables, rest, staging)
-            checked = time.perf_counter()
-            staged_counts = early.result()
-        if not result.report.ok:
-            raise psycopg.Rollback(transaction)
-        if staged_counts is None:  # Postgres refused the early upsert: meet its error here
-            staged_counts = write_tables(
-                conn, schema, semester, {}, observed_at, _specs(tables, staged), staged
-            )
-        frames = result.report.frames
-        result.counts = staged_counts | write_tables(
-            conn, schema, semester, frames, observed_at, rest
-        )
-    if result.report.ok:
-        analyze_tables(conn, schema, tables)
-    result.seconds = {"fetch": fetched - started} | result.seconds
-    result.seconds["write"] = time.perf_counter() - checked
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="staged-write") as writer:
+        removed = writer.submit(_complete_staged, staging)
+        result = _map_and_check(snapshot, tables, rest, staging)
+        result.checked_at = time.perf_counter()
+        staged_counts = removed.result()
     for table in staging.values():
         for phase, seconds in table.seconds.items():
             result.staged_seconds[phase] = result.staged_seconds.get(phase, 0.0) + seconds
+    if not result.report.ok:
+        return result
+    if staged_counts is None:  # Postgres refused a chunk's upsert: meet its error here
+        specs = _specs(tables, staged)
+        staged_counts = write_tables(conn, schema, semester, {}, observed_at, specs, staged)
+    frames = result.report.frames
+    result.counts = staged_counts | write_tables(conn, schema, semester, frames, observed_at, rest)
     return result
 
 
@@ -148,24 +165,12 @@ def _specs(tables: Sequence[TableSpec], names: Iterable[str]) -> list[TableSpec]
     return [spec for spec in tables if spec.name in wanted]
 
 
-def _write_staged(
-    conn: psycopg.Connection,
-    snapshot: SemesterSnapshot,
-    schema: str,
-    tables: Sequence[TableSpec],
-    staged: dict[str, StagedRows],
-) -> dict[str, WriteCounts] | None:
-    """The staged tables' upsert, in a savepoint of the semester's transaction; ``None`` if
-    Postgres refused it (an id twice among the staged rows, which the checks report; any other
-    error is met again once the checks passed)."""
-    specs = _specs(tables, staged)
-    try:
-        with conn.transaction():
-            return write_tables(
-                conn, schema, snapshot.semester, {}, snapshot.fetched_at, specs, staged
-            )
-    except psycopg.Error:
+def _complete_staged(staging: dict[str, StagedTable]) -> dict[str, WriteCounts] | None:
+    """Each staged table's soft-delete and counts (``StagedTable.complete``); ``None`` if
+    Postgres refused a chunk's upsert of any of them."""
+    if any(table.written is None for table in staging.values()):
         return None
+    return {name: table.complete() for name, table in staging.items()}  # type: ignore[misc]
 
 
 def _map_and_check(

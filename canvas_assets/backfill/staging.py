@@ -1,34 +1,40 @@
-"""A staged table's rows mapped, validated and copied to the warehouse while the fetch goes on.
+"""A staged table's rows mapped, validated and written while the fetch goes on.
 
 The enrollments are most of a semester's rows, and each course's map from that course's own
 objects alone (``TableSpec.staged``). So a backfill does not leave them all for after Canvas's
-last answer: every ``STAGE_ROWS`` of them are mapped, checked against ``chunk_schema`` and
-copied into a temp table of the backfill's own session, between the fetch's other work. Once the
-semester is read, what is left is the last chunk, the checks that need the whole partition
-(uniqueness, references) and the write, still one transaction that reads from the temp table.
+last answer: every ``STAGE_ROWS`` of them are mapped, checked against ``chunk_schema``, copied
+into a temp table and upserted into the semester's table, inside the semester's one transaction
+(which the backfill opens before it fetches). Once the semester is read, what is left is the
+last chunk, the checks that need the whole partition (uniqueness, references), marking deleted
+the rows Canvas no longer lists, and the commit.
 
-Nothing reaches the semester's tables before every check has passed: a chunk that fails stops
-the copying (its failure cases are kept, and the later chunks still checked, so every failure is
-reported), and the temp table is dropped whatever happens.
+Nothing is committed before every check has passed: a chunk that fails stops the writing (its
+failure cases are kept, and the later chunks still checked, so every failure is reported), and
+a failed check rolls the whole transaction back. The temp tables go with the transaction.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
+from dataclasses import replace
 
 import pandas as pd
 import psycopg
-from psycopg import sql
 
 from canvas_assets.tables import ChunkedValidation, SemesterSnapshot, TableSpec
 from canvas_assets.tables.columns import frame
 from canvas_assets.warehouse.writes import (
+    Scope,
     StagedRows,
+    WriteCounts,
+    analyze_incoming,
+    append_incoming,
     copy_rows,
     create_incoming,
     frame_rows,
     index_incoming,
+    remove_absent,
+    upsert_incoming,
 )
 
 # Objects mapped, checked and copied at a time: large enough that pandera's cost per call is
@@ -38,8 +44,9 @@ PREVIEW_ROWS = 5
 
 
 class StagedTable:
-    """One staged table of one backfill: ``add`` each course's objects as they arrive,
-    ``finish`` once the fetch is done, ``discard`` in any case."""
+    """One staged table of one backfill, made inside the semester's transaction (its temp
+    tables go with it): ``add`` each course's objects as they arrive, ``finish`` once the fetch
+    is done, then ``complete``."""
 
     def __init__(
         self, conn: psycopg.Connection, schema: str, spec: TableSpec, snapshot: SemesterSnapshot
@@ -50,13 +57,21 @@ class StagedTable:
         code = snapshot.term.get("sis_term_id")
         self.validation = ChunkedValidation(spec, snapshot.semester, code)
         self.head = frame(spec.model, [])  # the first rows copied: the materialization's preview
+        # What the chunks' upserts wrote; None once Postgres refused one (an id listed twice,
+        # which the checks report; any other refusal is met again once they have passed).
+        self.written: WriteCounts | None = WriteCounts()
         self._pending: list = []
-        self._temp: sql.Identifier | None = None
-        self._columns: tuple[str, ...] = ()
+        name = spec.name
+        # Every row copied, for the soft-delete; indexed before the rows arrive, so the index
+        # grows with each chunk, during the fetch.
+        self._staged = create_incoming(conn, schema, name, f"staged_{name}")
+        index_incoming(conn, self._staged, spec.key)
+        self._chunk = create_incoming(conn, schema, name, f"chunk_{name}")  # the chunk upserted
+        self._columns = (*frame(spec.model, []).columns, "source_updated_at")
         self._copied = 0
         # Time spent on the chunks (most of it while the fetch went on): what the phases of a
         # backfill no longer show apart.
-        self.seconds = {"map": 0.0, "validate": 0.0, "copy": 0.0}
+        self.seconds = {"map": 0.0, "validate": 0.0, "copy": 0.0, "upsert": 0.0}
 
     def add(self, objects: list) -> None:
         self._pending.extend(objects)
@@ -70,42 +85,61 @@ class StagedTable:
         self._pending = []
         mapped = time.perf_counter()
         valid = self.validation.validate(chunk)
-        validated = time.perf_counter()
+        self.seconds["map"] += mapped - started
+        self.seconds["validate"] += time.perf_counter() - mapped
         if valid is not None and not self.validation.failures:
-            self._copy(valid)
-        for phase, seconds in (
-            ("map", mapped - started),
-            ("validate", validated - mapped),
-            ("copy", time.perf_counter() - validated),
-        ):
-            self.seconds[phase] += seconds
+            self._write(valid)
 
-    def _copy(self, valid: pd.DataFrame) -> None:
-        if self._temp is None:
-            name = f"staged_{self.spec.name}"
-            self._temp = create_incoming(
-                self.conn, self.schema, self.spec.name, name, on_commit_drop=False
-            )
-            # Indexed before the rows arrive: the index grows with each chunk, during the fetch.
-            index_incoming(self.conn, self._temp, self.spec.key)
+    def _write(self, valid: pd.DataFrame) -> None:
+        started = time.perf_counter()
         if self._copied < PREVIEW_ROWS:
             self.head = pd.concat([self.head, valid]).head(PREVIEW_ROWS)
         columns, rows = frame_rows(valid, self._context.fetched_at)
-        copy_rows(self.conn, self._temp, columns, rows)
-        self._columns, self._copied = tuple(columns), self._copied + len(valid)
+        copy_rows(self.conn, self._chunk, columns, rows)
+        self._copied += len(valid)
+        copied = time.perf_counter()
+        self._upsert_chunk()
+        append_incoming(self.conn, self._chunk, self._staged, self._columns)
+        self.seconds["copy"] += copied - started
+        self.seconds["upsert"] += time.perf_counter() - copied
+
+    def _upsert_chunk(self) -> None:
+        if self.written is None:
+            return
+        try:
+            with self.conn.transaction():  # a savepoint: a refusal leaves the transaction usable
+                chunk = upsert_incoming(
+                    self.conn,
+                    self.schema,
+                    self.spec.name,
+                    self._chunk,
+                    self._columns,
+                    self.spec.key,
+                )
+        except psycopg.Error:
+            self.written = None
+            return
+        self.written.inserted += chunk.inserted
+        self.written.updated += chunk.updated
 
     def finish(self) -> StagedRows:
-        """Map, check and copy what is left; the rows staged, to be written only if the
-        validation report (``validation.finish``) passes."""
+        """Map, check and write what is left; every row staged, for the soft-delete (or, if
+        Postgres refused a chunk, the whole upsert) once the validation report
+        (``validation.finish``) passes."""
         self._flush()
-        if self._temp is None:  # an empty semester (or failed checks: the temp stays unused)
-            self._copy(frame(self.spec.model, []))
-        return StagedRows(self._temp, self._columns, self._copied)  # type: ignore[arg-type]
+        return StagedRows(self._staged, self._columns, self._copied)
 
-    def discard(self) -> None:
-        """Drop the temp table if the write did not (a failed check, an error)."""
-        if self._temp is None or self.conn.closed:
-            return
-        # A lost connection took the session's temp table with it.
-        with contextlib.suppress(psycopg.OperationalError):
-            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._temp))
+    def complete(self) -> WriteCounts | None:
+        """Once ``finish``ed: mark deleted the semester's rows the fetch did not bring back (the
+        rows it did are upserted already) and return the table's counts. ``None`` if Postgres
+        refused a chunk's upsert: nothing marked, the whole upsert is left for after the
+        checks (``write_tables`` with the rows ``finish`` returned)."""
+        if self.written is None:
+            return None
+        staged, key, context = self._staged, self.spec.key, self._context
+        analyze_incoming(self.conn, staged, key)
+        scope = Scope.semester(context.semester)
+        removed = remove_absent(
+            self.conn, self.schema, self.spec.name, staged, context.fetched_at, key, scope
+        )
+        return replace(self.written, rows=self._copied, removed=removed)

@@ -18,6 +18,7 @@ from itertools import zip_longest
 from canvas_assets.canvas.errors import CanvasNotFoundError
 from canvas_assets.canvas.limiter import CHAIN, FAN_OUT, FILL
 from canvas_assets.canvas.session import CanvasSession
+from canvas_assets.memory import cyclic_gc_paused
 from canvas_assets.tables import SEMESTER_TABLES, SemesterSnapshot, TableSpec, semester_key
 from canvas_assets.tables.mapping import enrolled_people
 from canvas_assets.tables.spec import PerCourse
@@ -272,10 +273,11 @@ class People:
         self.stop()
         if self._errors:
             raise self._errors[0]
-        return {
-            user_id: dict(zip(USER_FIELDS, self._found[user_id], strict=True))
-            for user_id in sorted(enrolled)
-        }
+        with cyclic_gc_paused():  # a dict per person, after the semester's reads are all held
+            return {
+                user_id: dict(zip(USER_FIELDS, self._found[user_id], strict=True))
+                for user_id in sorted(enrolled)
+            }
 
     def _get_one(self, user_id: int) -> None:
         with self._lock:

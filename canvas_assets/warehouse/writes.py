@@ -18,9 +18,7 @@ under every join method.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +26,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from canvas_assets.memory import cyclic_gc_paused
 from canvas_assets.outcomes import Counts
 from canvas_assets.tables import SEMESTER_TABLES, TableSpec
 from canvas_assets.warehouse.identifiers import qualified_table
@@ -55,6 +54,11 @@ class Scope:
     def nothing(cls) -> Scope:
         return cls(sql.SQL("false"))
 
+    @classmethod
+    def semester(cls, semester: str) -> Scope:
+        """Every row of one semester: what a backfill covers."""
+        return cls(sql.SQL("t.semester = %s"), (semester,))
+
 
 # Rows converted to Python objects at a time: a whole semester's frame as boxed objects would
 # cost several times the frame at the peak.
@@ -72,35 +76,14 @@ def _python_rows(df: pd.DataFrame) -> Iterator[tuple]:
         yield from zip(*columns, strict=True)
 
 
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Hold off Python's cyclic garbage collector while a write turns rows into tuples.
-
-    Every row tuple counts towards a collection, so a semester's rows set off full collections
-    that walk the whole heap, which in a long-lived process holds earlier semesters' objects
-    too. Row tuples hold no cycles and are freed by reference counting, so holding collections
-    off loses nothing. A caller that turned the collector off itself keeps it off."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def create_incoming(
-    conn: psycopg.Connection, schema: str, table: str, name: str, *, on_commit_drop: bool = True
-) -> sql.Identifier:
-    """A temp table shaped like ``table`` for incoming rows: dropped at the end of the
-    transaction, or (``on_commit_drop=False``) kept for the session, so a backfill can fill it
-    chunk by chunk as its courses arrive."""
+def create_incoming(conn: psycopg.Connection, schema: str, table: str, name: str) -> sql.Identifier:
+    """A temp table shaped like ``table`` for incoming rows, dropped at the end of the
+    transaction (a backfill fills its staged tables' chunk by chunk in its one transaction)."""
     temp = sql.Identifier(name)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(temp))
-    on_commit = sql.SQL(" ON COMMIT DROP") if on_commit_drop else sql.SQL("")
     conn.execute(
-        sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS){}").format(
-            temp, qualified_table(schema, table), on_commit
+        sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+            temp, qualified_table(schema, table)
         )
     )
     return temp
@@ -111,7 +94,7 @@ def copy_rows(
 ) -> None:
     column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
     with (
-        _cyclic_gc_paused(),
+        cyclic_gc_paused(),  # a semester's row tuples would set off full collections
         conn.cursor() as cur,
         cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(temp, column_list)) as copy,
     ):
@@ -129,6 +112,21 @@ def index_incoming(conn: psycopg.Connection, temp: sql.Identifier, key: Sequence
     module docstring)."""
     key_list = sql.SQL(", ").join(map(sql.Identifier, key))
     conn.execute(sql.SQL("CREATE INDEX ON {} ({})").format(temp, key_list))
+
+
+def append_incoming(
+    conn: psycopg.Connection, chunk: sql.Identifier, temp: sql.Identifier, columns: Sequence[str]
+) -> None:
+    """Move the rows of the temp table ``chunk`` to the temp table ``temp``, leaving ``chunk``
+    empty for the next rows (TRUNCATE: a DELETE would leave dead rows that every later chunk's
+    scan reads again)."""
+    column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
+    conn.execute(
+        sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+            temp, column_list, column_list, chunk
+        )
+    )
+    conn.execute(sql.SQL("TRUNCATE {}").format(chunk))
 
 
 def _upsert_statement(
@@ -218,21 +216,56 @@ def upsert_staged(
     scope: Scope,
 ) -> WriteCounts:
     """``upsert_rows`` for rows already in a temp table. Inside the caller's transaction."""
-    # The key's statistics let the planner pick the cheapest plan that uses the index (the
-    # other columns' would only cost time: most of a small semester's ANALYZE).
+    analyze_incoming(conn, staged.temp, key)
+    counts = upsert_incoming(conn, schema, table, staged.temp, staged.columns, key)
+    counts.rows = staged.rows
+    counts.removed = remove_absent(conn, schema, table, staged.temp, observed_at, key, scope)
+    return counts
+
+
+def analyze_incoming(conn: psycopg.Connection, temp: sql.Identifier, key: Sequence[str]) -> None:
+    """The key's statistics let the planner pick the cheapest plan that uses the index (the
+    other columns' would only cost time: most of a small semester's ANALYZE)."""
     key_list = sql.SQL(", ").join(map(sql.Identifier, key))
-    conn.execute(sql.SQL("ANALYZE {} ({})").format(staged.temp, key_list))
-    target = qualified_table(schema, table)
-    counts = WriteCounts(rows=staged.rows)
+    conn.execute(sql.SQL("ANALYZE {} ({})").format(temp, key_list))
+
+
+def upsert_incoming(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    temp: sql.Identifier,
+    columns: Sequence[str],
+    key: Sequence[str],
+) -> WriteCounts:
+    """Insert the temp table's rows into ``table``, or update the rows they changed: the rows
+    inserted and updated (``rows`` and ``removed`` left to the caller). No soft-delete: a
+    backfill upserts its staged rows chunk by chunk, and marks the absent deleted once."""
+    counts = WriteCounts()
     with conn.cursor() as cur:
-        cur.execute(_upsert_statement(target, staged.temp, staged.columns, key))
+        cur.execute(_upsert_statement(qualified_table(schema, table), temp, columns, key))
         counts.inserted, counts.updated = cur.fetchone()  # type: ignore[misc]
+    return counts
+
+
+def remove_absent(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    temp: sql.Identifier,
+    observed_at: datetime,
+    key: Sequence[str],
+    scope: Scope,
+) -> int:
+    """Mark deleted the rows of ``table`` in ``scope`` that the temp table (indexed and analysed
+    on ``key``) does not bring back: how many."""
+    target = qualified_table(schema, table)
+    with conn.cursor() as cur:
         cur.execute(
-            _remove_statement(target, staged.temp, key, scope),
+            _remove_statement(target, temp, key, scope),
             (observed_at, observed_at, observed_at, *scope.params),
         )
-        counts.removed = cur.rowcount
-    return counts
+        return cur.rowcount
 
 
 def lock_semester(conn: psycopg.Connection, schema: str, semester: str) -> None:
@@ -279,7 +312,7 @@ def write_tables(
     its rows were copied to as they arrived (dropped here, with the transaction); the others
     from ``frames``."""
     counts: dict[str, WriteCounts] = {}
-    scope = Scope(sql.SQL("t.semester = %s"), (semester,))
+    scope = Scope.semester(semester)
     staged = staged or {}
     for spec in tables:
         if spec.name in staged:
