@@ -12,8 +12,10 @@ run: ``bench.run`` measures those):
   60: the next request's charge and ten units), which its allowance makes safe
   (``canvas/limiter.py``);
 * **reserve 150**: the reserve of before (two charges of margin), with the same limiter;
-* **upsert after the fetch**: the write of before: the enrollments' chunks copied during the
-  fetch but upserted all at once after it, Python's cyclic collector left on throughout.
+* **upsert after the fetch**: as now, but for the enrollments' upsert, all at once after the
+  fetch (beside the other tables' checks, as before the chunks were upserted), and Python's
+  cyclic collector left on throughout. The rest is now's: the transaction taken before the
+  fetch, each chunk copied to a chunk table and moved on to the staged one.
 
 A sandbox runs in its own process for each size (50 ms a request plus its cost, throttle on;
 ``--network-ms`` adds a round trip outside the bucket). It prints medians: the partition's time

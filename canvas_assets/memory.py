@@ -3,8 +3,8 @@
 A semester's rows (tuples, dicts) count towards the collector's thresholds, so building them
 sets off full collections that walk the whole heap: the semester's snapshot, and in a
 long-lived process earlier semesters' objects too. Rows hold no cycles and are freed by
-reference counting, so holding collections off for the step loses nothing; a collection that
-is due runs once the collector is back on.
+reference counting, so holding collections off for a bounded step only delays freeing any
+cyclic garbage made meanwhile (an exception's traceback, say) until the collector is back on.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A backfill's enrollments are mapped, checked and copied while the fetch goes on
+"""A backfill's enrollments are mapped, checked and upserted while the fetch goes on
 (``backfill.staging``): against the sandbox over HTTP and a real PostgreSQL, with chunks small
 enough that a semester spans many of them."""
 
@@ -173,8 +173,8 @@ def test_a_chunk_postgres_refused_is_written_whole_once_the_checks_pass(
     canvas, warehouse, db, institution, monkeypatch
 ) -> None:
     """Without this, enrollments whose chunk upsert Postgres refused during the fetch (a
-    conflict the checks do not see) would be missing from the semester, or the backfill would
-    fail, though every check passed."""
+    conflict the checks do not see) would be missing from the semester, the backfill would
+    fail though every check passed, or the chunks before the refusal would go uncounted."""
     semester = real_semesters(institution)[0]
     monkeypatch.setattr(staging, "STAGE_ROWS", 25)
     upsert_incoming, calls = staging.upsert_incoming, []
@@ -192,3 +192,4 @@ def test_a_chunk_postgres_refused_is_written_whole_once_the_checks_pass(
     expected = expected_semester(institution, semester)
     assert warehouse_semester(db, warehouse.table_schema(), semester) == expected
     assert result.counts["enrollments"].rows == len(expected["enrollments"])
+    assert result.counts["enrollments"].inserted == len(expected["enrollments"])

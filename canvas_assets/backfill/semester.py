@@ -140,11 +140,14 @@ def _check_and_write(
     while this thread maps and checks the other tables; if every check passed, they are
     written."""
     semester, observed_at = snapshot.semester, snapshot.fetched_at
+    started = time.perf_counter()
     staged = {name: table.finish() for name, table in staging.items()}
+    last_chunk = time.perf_counter() - started
     rest = [spec for spec in tables if spec.name not in staged]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="staged-write") as writer:
         removed = writer.submit(_complete_staged, staging)
         result = _map_and_check(snapshot, tables, rest, staging)
+        result.seconds["map"] += last_chunk
         result.checked_at = time.perf_counter()
         staged_counts = removed.result()
     for table in staging.values():
@@ -155,6 +158,8 @@ def _check_and_write(
     if staged_counts is None:  # Postgres refused a chunk's upsert: meet its error here
         specs = _specs(tables, staged)
         staged_counts = write_tables(conn, schema, semester, {}, observed_at, specs, staged)
+        for name, table in staging.items():  # the chunks before the refusal are unchanged now
+            staged_counts[name].add(table.written)
     frames = result.report.frames
     result.counts = staged_counts | write_tables(conn, schema, semester, frames, observed_at, rest)
     return result
@@ -166,11 +171,12 @@ def _specs(tables: Sequence[TableSpec], names: Iterable[str]) -> list[TableSpec]
 
 
 def _complete_staged(staging: dict[str, StagedTable]) -> dict[str, WriteCounts] | None:
-    """Each staged table's soft-delete and counts (``StagedTable.complete``); ``None`` if
-    Postgres refused a chunk's upsert of any of them."""
-    if any(table.written is None for table in staging.values()):
+    """Each staged table's soft-delete and counts (``StagedTable.complete``); ``None`` if any
+    of them was not wholly upserted."""
+    counts = {name: table.complete() for name, table in staging.items()}
+    if any(table_counts is None for table_counts in counts.values()):
         return None
-    return {name: table.complete() for name, table in staging.items()}  # type: ignore[misc]
+    return counts  # type: ignore[return-value]
 
 
 def _map_and_check(

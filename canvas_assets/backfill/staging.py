@@ -57,9 +57,10 @@ class StagedTable:
         code = snapshot.term.get("sis_term_id")
         self.validation = ChunkedValidation(spec, snapshot.semester, code)
         self.head = frame(spec.model, [])  # the first rows copied: the materialization's preview
-        # What the chunks' upserts wrote; None once Postgres refused one (an id listed twice,
-        # which the checks report; any other refusal is met again once they have passed).
-        self.written: WriteCounts | None = WriteCounts()
+        # What the chunks' upserts wrote, until Postgres refused one (an id listed twice, which
+        # the checks report; any other refusal is met again once they have passed).
+        self.written = WriteCounts()
+        self.refused = False
         self._pending: list = []
         name = spec.name
         # Every row copied, for the soft-delete; indexed before the rows arrive, so the index
@@ -104,7 +105,7 @@ class StagedTable:
         self.seconds["upsert"] += time.perf_counter() - copied
 
     def _upsert_chunk(self) -> None:
-        if self.written is None:
+        if self.refused:
             return
         try:
             with self.conn.transaction():  # a savepoint: a refusal leaves the transaction usable
@@ -117,7 +118,7 @@ class StagedTable:
                     self.spec.key,
                 )
         except psycopg.Error:
-            self.written = None
+            self.refused = True
             return
         self.written.inserted += chunk.inserted
         self.written.updated += chunk.updated
@@ -131,10 +132,11 @@ class StagedTable:
 
     def complete(self) -> WriteCounts | None:
         """Once ``finish``ed: mark deleted the semester's rows the fetch did not bring back (the
-        rows it did are upserted already) and return the table's counts. ``None`` if Postgres
-        refused a chunk's upsert: nothing marked, the whole upsert is left for after the
-        checks (``write_tables`` with the rows ``finish`` returned)."""
-        if self.written is None:
+        rows it did are upserted already) and return the table's counts. ``None``, and nothing
+        marked, when not every row was upserted: a chunk failed its checks (the report fails)
+        or Postgres refused one (the whole upsert is left for after the checks:
+        ``write_tables`` with the rows ``finish`` returned)."""
+        if self.refused or self.validation.failures:
             return None
         staged, key, context = self._staged, self.spec.key, self._context
         analyze_incoming(self.conn, staged, key)

@@ -72,7 +72,7 @@ class TableSpec:
     - ``reads`` are the Canvas paths (``/courses/:id``) that fetch its objects besides its
       ``source``: the table's materializations report those requests.
     - ``staged``: its rows map from its own per-course objects alone, so a backfill maps,
-      validates and copies them to the warehouse chunk by chunk while the fetch goes on
+      validates and upserts them (uncommitted) chunk by chunk while the fetch goes on
       (``backfill.staging``), instead of after Canvas's last answer.
     """
 
