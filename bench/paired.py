@@ -12,10 +12,12 @@ run: ``bench.run`` measures those):
   60: the next request's charge and ten units), which its allowance makes safe
   (``canvas/limiter.py``);
 * **reserve 150**: the reserve of before (two charges of margin), with the same limiter;
-* **upsert after the fetch**: as now, but for the enrollments' upsert, all at once after the
-  fetch (beside the other tables' checks, as before the chunks were upserted), and Python's
-  cyclic collector left on throughout. The rest is now's: the transaction taken before the
-  fetch, each chunk copied to a chunk table and moved on to the staged one.
+* **people after the fetch**: as now, but the people mapped, checked and written after the
+  fetch (``USERS.staged`` off), as in ae45808;
+* **upsert after the fetch**: the people so too, the enrollments upserted all at once after
+  the fetch beside the other tables' checks (as ``TableSpec.shared_rows`` has it; their chunks
+  still copied during the fetch) and Python's cyclic collector left on throughout: the write
+  of d0e94e1, but for the transaction that is now taken before the fetch.
 
 A sandbox runs in its own process for each size (50 ms a request plus its cost, throttle on;
 ``--network-ms`` adds a round trip outside the bucket). It prints medians: the partition's time
@@ -32,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
@@ -50,30 +52,15 @@ from bench.harness import (
 )
 from canvas_assets.backfill import semester
 from canvas_assets.backfill.semester import backfill_semester
-from canvas_assets.backfill.staging import StagedTable
 from canvas_assets.canvas import CanvasResource, fetch
+from canvas_assets.tables import SEMESTER_TABLES, TableSpec
+from canvas_assets.tables.registry import COURSES, ENROLLMENTS, SECTIONS, USERS
 from canvas_assets.warehouse.migrate import migrate
-from canvas_assets.warehouse.writes import WriteCounts, analyze_incoming, upsert_incoming
 
 
-class UpsertAfterFetch(StagedTable):
-    """The staged write before the chunks were upserted during the fetch: copied as they
-    arrive, upserted all at once once the fetch is done (beside the other tables' checks)."""
-
-    def _upsert_chunk(self) -> None:
-        return None
-
-    def complete(self) -> WriteCounts | None:
-        analyze_incoming(self.conn, self._staged, self.spec.key)
-        self.written = upsert_incoming(
-            self.conn, self.schema, self.spec.name, self._staged, self._columns, self.spec.key
-        )
-        return super().complete()
-
-
-def _upsert_after_the_fetch() -> ExitStack:
+def _collector_on() -> ExitStack:
+    """Python's cyclic collector left on after the fetch, as before ``memory.py``."""
     stack = ExitStack()
-    stack.enter_context(mock.patch.object(semester, "StagedTable", UpsertAfterFetch))
     for module in (semester, fetch):
         stack.enter_context(mock.patch.object(module, "cyclic_gc_paused", nullcontext))
     return stack
@@ -82,13 +69,24 @@ def _upsert_after_the_fetch() -> ExitStack:
 @dataclass(frozen=True)
 class Variant:
     reserve: float = 60.0  # the limiter's reserve (``rate_limit_floor``)
-    differs: Callable[[], AbstractContextManager] = nullcontext  # how its backfill differs
+    tables: tuple[TableSpec, ...] = SEMESTER_TABLES  # which are staged, and how
+    differs: Callable[[], AbstractContextManager] = nullcontext  # anything else
 
 
+PEOPLE_AFTER_THE_FETCH = (COURSES, SECTIONS, ENROLLMENTS, replace(USERS, staged=False))
 VARIANTS = {
     "now": Variant(),
     "reserve 150": Variant(reserve=150.0),
-    "upsert after the fetch": Variant(differs=_upsert_after_the_fetch),
+    "people after the fetch": Variant(tables=PEOPLE_AFTER_THE_FETCH),
+    "upsert after the fetch": Variant(
+        tables=(
+            COURSES,
+            SECTIONS,
+            replace(ENROLLMENTS, shared_rows=True),
+            PEOPLE_AFTER_THE_FETCH[3],
+        ),
+        differs=_collector_on,
+    ),
 }
 
 
@@ -104,7 +102,9 @@ def one_backfill(sandbox: Sandbox, db_url: str, variant: str) -> dict:
         migrate(conn, schema)
         sandbox.stats(new_window=True)
         started = time.perf_counter()
-        result = backfill_semester(conn, schema, session, semester_of(sandbox), datetime.now(UTC))
+        result = backfill_semester(
+            conn, schema, session, semester_of(sandbox), datetime.now(UTC), chosen.tables
+        )
         partition, done_at = time.perf_counter() - started, time.time()
     assert result.report.ok, result.report.message(semester_of(sandbox))
     drop_schema(db_url, schema)

@@ -41,9 +41,9 @@ def test_the_benchmark_runs_every_measurement_at_its_smoke_size(tmp_path) -> Non
 
 
 def test_the_paired_benchmark_runs_every_variant_at_the_small_size() -> None:
-    """Without this, the side-by-side benchmark of the limiter's reserve and of the write during
+    """Without this, the side-by-side benchmark of the limiter's reserve and of the writes during
     the fetch (what BENCHMARKS.md credits them with) could break unseen."""
-    variants = ["now", "upsert after the fetch", "reserve 150"]
+    variants = ["now", "people after the fetch", "upsert after the fetch", "reserve 150"]
     result = subprocess.run(
         [sys.executable, "-m", "bench.paired", "--sizes", "small:1", "--repeat", "1",
          "--variants", ",".join(variants)],

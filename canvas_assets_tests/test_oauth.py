@@ -219,7 +219,7 @@ def test_two_backfills_in_two_processes_share_one_authorisation(
     sandbox = sandbox_with_key(institution, token_lifetime_seconds=2)
     try:
         refresh_token = authorise(sandbox)
-        sandbox.faults.latency_seconds = 0.6  # each backfill lasts several tokens' lives
+        sandbox.faults.latency_seconds = 1.0  # each backfill lasts several tokens' lives
         key = sandbox.oauth.key
         semesters = real_semesters(institution)[:2]
         base = {"warehouse_url": postgres_url, "schema": warehouse.schema_name,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -31,6 +31,7 @@ from canvas_assets.tables import (
     validate_semester,
 )
 from canvas_assets.warehouse.writes import (
+    StagedRows,
     WriteCounts,
     analyze_tables,
     lock_semester,
@@ -38,6 +39,8 @@ from canvas_assets.warehouse.writes import (
 )
 
 log = logging.getLogger(__name__)
+
+RELEASE_SLICE = 5_000  # objects freed between two chances for the writer's thread to run
 
 
 @dataclass
@@ -136,33 +139,67 @@ def _check_and_write(
     tables: Sequence[TableSpec],
     staging: dict[str, StagedTable],
 ) -> SemesterBackfill:
-    """Once the fetch is done: Postgres marks deleted what the staged tables no longer hold
-    while this thread maps and checks the other tables; if every check passed, they are
-    written."""
-    semester, observed_at = snapshot.semester, snapshot.fetched_at
+    """Once the fetch is done, a worker thread writes (``_write_in_turn``) while this thread
+    maps and checks the tables not staged, then hands it the verdict."""
     started = time.perf_counter()
     staged = {name: table.finish() for name, table in staging.items()}
     last_chunk = time.perf_counter() - started
     rest = [spec for spec in tables if spec.name not in staged]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="staged-write") as writer:
-        removed = writer.submit(_complete_staged, staging)
-        result = _map_and_check(snapshot, tables, rest, staging)
+    verdict: Future[ValidationReport] = Future()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="semester-write") as writer:
+        written = writer.submit(
+            _write_in_turn, conn, schema, snapshot, tables, staging, staged, verdict
+        )
+        try:
+            result = _map_and_check(snapshot, tables, rest, staging)
+        except BaseException as exc:
+            verdict.set_exception(exc)
+            raise
         result.seconds["map"] += last_chunk
         result.checked_at = time.perf_counter()
-        staged_counts = removed.result()
+        verdict.set_result(result.report)
+        result.counts = written.result()
     for table in staging.values():
         for phase, seconds in table.seconds.items():
             result.staged_seconds[phase] = result.staged_seconds.get(phase, 0.0) + seconds
-    if not result.report.ok:
-        return result
+    return result
+
+
+def _release(snapshot: SemesterSnapshot) -> None:
+    """Drop the snapshot's objects but its term and courses, a slice at a time: a large
+    semester's, released at once, would hold the interpreter lock from the writer's thread
+    (between its statements) for as long as it takes."""
+    for objects in snapshot.per_course.values():
+        while objects:
+            del objects[-RELEASE_SLICE:]
+    for user_id in list(snapshot.users):  # one by one: the writer's thread gets its turns
+        del snapshot.users[user_id]
+    snapshot.per_course = {}
+
+
+def _write_in_turn(
+    conn: psycopg.Connection,
+    schema: str,
+    snapshot: SemesterSnapshot,
+    tables: Sequence[TableSpec],
+    staging: dict[str, StagedTable],
+    staged: dict[str, StagedRows],
+    verdict: Future[ValidationReport],
+) -> dict[str, WriteCounts]:
+    """The staged tables' last step (``StagedTable.complete``) while the checks go on, then,
+    if they passed, the other tables' write: the counts (none if a check failed)."""
+    semester, observed_at = snapshot.semester, snapshot.fetched_at
+    staged_counts = _complete_staged(staging)
+    report = verdict.result()
+    if not report.ok:
+        return {}
     if staged_counts is None:  # Postgres refused a chunk's upsert: meet its error here
         specs = _specs(tables, staged)
         staged_counts = write_tables(conn, schema, semester, {}, observed_at, specs, staged)
         for name, table in staging.items():  # the chunks before the refusal are unchanged now
             staged_counts[name].add(table.written)
-    frames = result.report.frames
-    result.counts = staged_counts | write_tables(conn, schema, semester, frames, observed_at, rest)
-    return result
+    rest = [spec for spec in tables if spec.name not in staged]
+    return staged_counts | write_tables(conn, schema, semester, report.frames, observed_at, rest)
 
 
 def _specs(tables: Sequence[TableSpec], names: Iterable[str]) -> list[TableSpec]:
@@ -190,11 +227,14 @@ def _map_and_check(
     started = time.perf_counter()
     semester = snapshot.semester
     raw = semester_frames(snapshot, rest)
-    # Mapped: a large semester's JSON would otherwise stay beside its frames until the end.
-    snapshot.per_course, snapshot.users = {}, {}
+    _release(snapshot)  # mapped: freed while Postgres upserts the people
     mapped = time.perf_counter()
     chunked = {name: table.validation for name, table in staging.items()}
-    report = validate_semester(semester, snapshot.term.get("sis_term_id"), raw, tables, chunked)
+    # A staged table's ids, for the references to it (enrollments → users).
+    targets = {table for spec in tables for table in spec.references.values()}
+    referenced = raw | {name: v.key_frame() for name, v in chunked.items() if name in targets}
+    code = snapshot.term.get("sis_term_id")
+    report = validate_semester(semester, code, referenced, tables, chunked)
     rows = {name: len(df) for name, df in raw.items()} | {n: v.rows for n, v in chunked.items()}
     previews = dict(report.frames) | {name: table.head for name, table in staging.items()}
     result = SemesterBackfill(snapshot, rows, report, previews)

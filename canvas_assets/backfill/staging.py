@@ -4,9 +4,11 @@ The enrollments are most of a semester's rows, and each course's map from that c
 objects alone (``TableSpec.staged``). So a backfill does not leave them all for after Canvas's
 last answer: every ``STAGE_ROWS`` of them are mapped, checked against ``chunk_schema``, copied
 into a temp table and upserted into the semester's table, inside the semester's one transaction
-(which the backfill opens before it fetches). Once the semester is read, what is left is the
-last chunk, the checks that need the whole partition (uniqueness, references), marking deleted
-the rows Canvas no longer lists, and the commit.
+(which the backfill opens before it fetches). The people, handed over as the enrollments name
+them (``canvas.fetch.PeopleHandOver``), are mapped, checked and copied so too, but upserted once
+the fetch is done (``TableSpec.shared_rows``). Once the semester is read, what is left is the
+last chunks, the checks that need the whole partition (uniqueness, references), the people's
+upsert, marking deleted the rows Canvas no longer lists, and the commit.
 
 Nothing is committed before every check has passed: a chunk that fails stops the writing (its
 failure cases are kept, and the later chunks still checked, so every failure is reported), and
@@ -20,6 +22,7 @@ from dataclasses import replace
 
 import pandas as pd
 import psycopg
+from psycopg import sql
 
 from canvas_assets.tables import ChunkedValidation, SemesterSnapshot, TableSpec
 from canvas_assets.tables.columns import frame
@@ -34,6 +37,7 @@ from canvas_assets.warehouse.writes import (
     frame_rows,
     index_incoming,
     remove_absent,
+    semester_has_rows,
     upsert_incoming,
 )
 
@@ -45,8 +49,8 @@ PREVIEW_ROWS = 5
 
 class StagedTable:
     """One staged table of one backfill, made inside the semester's transaction (its temp
-    tables go with it): ``add`` each course's objects as they arrive, ``finish`` once the fetch
-    is done, then ``complete``."""
+    tables go with it): ``add`` its objects as they arrive (each course's, or the people the
+    fetch hands over), ``finish`` once the fetch is done, then ``complete``."""
 
     def __init__(
         self, conn: psycopg.Connection, schema: str, spec: TableSpec, snapshot: SemesterSnapshot
@@ -69,6 +73,8 @@ class StagedTable:
         index_incoming(conn, self._staged, spec.key)
         self._chunk = create_incoming(conn, schema, name, f"chunk_{name}")  # the chunk upserted
         self._columns = (*frame(spec.model, []).columns, "source_updated_at")
+        # Made under the semester's lock: rows it does not hold now can only be this backfill's.
+        self._held_before = semester_has_rows(conn, schema, name, snapshot.semester)
         self._copied = 0
         # Time spent on the chunks (most of it while the fetch went on): what the phases of a
         # backfill no longer show apart.
@@ -81,7 +87,10 @@ class StagedTable:
 
     def _flush(self) -> None:
         started = time.perf_counter()
-        self._context.per_course = {self.spec.name: self._pending}
+        if self.spec.source is None:  # the people, which the fetch hands over by id
+            self._context.users = {int(user["id"]): user for user in self._pending}
+        else:
+            self._context.per_course = {self.spec.name: self._pending}
         chunk = frame(self.spec.model, self.spec.rows(self._context))  # type: ignore[misc]
         self._pending = []
         mapped = time.perf_counter()
@@ -92,36 +101,34 @@ class StagedTable:
             self._write(valid)
 
     def _write(self, valid: pd.DataFrame) -> None:
+        """Copy the chunk and, unless the table's rows are shared with other semesters'
+        writers (``TableSpec.shared_rows``, upserted in ``complete``) or Postgres refused an
+        earlier chunk, upsert it."""
         started = time.perf_counter()
         if self._copied < PREVIEW_ROWS:
             self.head = pd.concat([self.head, valid]).head(PREVIEW_ROWS)
         columns, rows = frame_rows(valid, self._context.fetched_at)
-        copy_rows(self.conn, self._chunk, columns, rows)
+        upsert_now = not (self.spec.shared_rows or self.refused)
+        copy_rows(self.conn, self._chunk if upsert_now else self._staged, columns, rows)
         self._copied += len(valid)
         copied = time.perf_counter()
-        self._upsert_chunk()
-        append_incoming(self.conn, self._chunk, self._staged, self._columns)
+        if upsert_now:
+            self._upsert(self._chunk)
+            append_incoming(self.conn, self._chunk, self._staged, self._columns)
         self.seconds["copy"] += copied - started
         self.seconds["upsert"] += time.perf_counter() - copied
 
-    def _upsert_chunk(self) -> None:
-        if self.refused:
-            return
+    def _upsert(self, temp: sql.Identifier) -> None:
+        """Upsert ``temp``'s rows, counted in ``written``; ``refused`` if Postgres refused."""
         try:
             with self.conn.transaction():  # a savepoint: a refusal leaves the transaction usable
-                chunk = upsert_incoming(
-                    self.conn,
-                    self.schema,
-                    self.spec.name,
-                    self._chunk,
-                    self._columns,
-                    self.spec.key,
+                upserted = upsert_incoming(
+                    self.conn, self.schema, self.spec.name, temp, self._columns, self.spec.key
                 )
         except psycopg.Error:
             self.refused = True
             return
-        self.written.inserted += chunk.inserted
-        self.written.updated += chunk.updated
+        self.written.add(upserted)
 
     def finish(self) -> StagedRows:
         """Map, check and write what is left; every row staged, for the soft-delete (or, if
@@ -131,17 +138,24 @@ class StagedTable:
         return StagedRows(self._staged, self._columns, self._copied)
 
     def complete(self) -> WriteCounts | None:
-        """Once ``finish``ed: mark deleted the semester's rows the fetch did not bring back (the
-        rows it did are upserted already) and return the table's counts. ``None``, and nothing
-        marked, when not every row was upserted: a chunk failed its checks (the report fails)
-        or Postgres refused one (the whole upsert is left for after the checks:
-        ``write_tables`` with the rows ``finish`` returned)."""
+        """Once ``finish``ed: upsert the rows of a table with ``shared_rows`` (the others' are
+        upserted already), mark deleted the semester's rows the fetch did not bring back and
+        return the table's counts. ``None``, and nothing marked, when not every row was
+        upserted: a chunk failed its checks (the report fails) or Postgres refused an upsert
+        (the whole upsert is left for after the checks: ``write_tables`` with the rows
+        ``finish`` returned)."""
         if self.refused or self.validation.failures:
             return None
         staged, key, context = self._staged, self.spec.key, self._context
-        analyze_incoming(self.conn, staged, key)
-        scope = Scope.semester(context.semester)
-        removed = remove_absent(
-            self.conn, self.schema, self.spec.name, staged, context.fetched_at, key, scope
-        )
+        if self.spec.shared_rows:
+            self._upsert(staged)
+            if self.refused:
+                return None
+        removed = 0
+        if self._held_before:  # else nothing of the semester's is absent: a first backfill
+            analyze_incoming(self.conn, staged, key)
+            scope = Scope.semester(context.semester)
+            removed = remove_absent(
+                self.conn, self.schema, self.spec.name, staged, context.fetched_at, key, scope
+            )
         return replace(self.written, rows=self._copied, removed=removed)

@@ -9,10 +9,11 @@ Every object is fetched once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from itertools import zip_longest
 
 from canvas_assets.canvas.errors import CanvasNotFoundError
@@ -110,11 +111,13 @@ def fetch_semester(
     """The term's courses, each course's per-course objects (started as soon as the course's
     page of the list arrives), and the people enrolled (``People``). ``on_objects(table,
     objects)`` is given each course's objects of each table as they are collected, in course
-    order, in the caller's thread: work on them there overlaps the rest of the fetch."""
+    order, and the people enrolled as ``"users"`` objects (``PeopleHandOver``), in the
+    caller's thread: work on them there overlaps the rest of the fetch."""
     snapshot = SemesterSnapshot(semester=semester, term=term, fetched_at=fetched_at)
     sources = _sources(tables)
     people = People(session, people_plan or PeoplePlan())
     pool = _pool(session)
+    read = False
     try:
         people.start()
         reads: list[list[Future]] = []
@@ -129,11 +132,18 @@ def fetch_semester(
                         for _, source in sources
                     ]
                 )
-        _collect(snapshot, sources, reads, on_objects)
-        snapshot.users = people.finish(enrolled_people(snapshot), pool)
+        handover = PeopleHandOver(people, on_objects) if on_objects is not None else None
+        _collect(snapshot, sources, reads, handover.course if handover else None)
+        names = cache(lambda: enrolled_people(snapshot))  # only if someone is still missing
+        enrolled = handover.enrolled if handover is not None else names().keys()
+        snapshot.users = people.finish(enrolled, names, pool)
+        if handover is not None:
+            handover.rest(snapshot.users)
+        read = True
     finally:
         people.stop()
-        pool.shutdown(wait=True, cancel_futures=True)
+        # Once everything is read, no thread has work left: none need be waited for.
+        pool.shutdown(wait=not read, cancel_futures=True)
     return snapshot
 
 
@@ -152,6 +162,33 @@ def _collect(
             snapshot.per_course[table].extend(objects)
             if on_objects is not None:
                 on_objects(table, objects)
+
+
+class PeopleHandOver:
+    """Hands ``on_objects`` each course's objects, and every enrolled person's record once, as
+    ``"users"`` objects: as soon as both their first enrollment and their record are in (with
+    each course collected), whoever is still missing once the people are all read."""
+
+    def __init__(self, people: People, on_objects: Callable[[str, list], None]) -> None:
+        self.people, self.on_objects = people, on_objects
+        self.handed: set[int] = set()
+        self.enrolled: set[int] = set()  # the ids of everyone enrolled so far
+
+    def course(self, table: str, objects: list) -> None:
+        self.on_objects(table, objects)
+        if table == "enrollments":  # what enrolls people (``tables.mapping.enrolled_people``)
+            new = {int(enrollment.user_id) for enrollment in objects} - self.enrolled
+            self.enrolled |= new
+            arrived = {uid for uid in self.people.arrivals() if uid in self.enrolled}
+            self._hand(self.people.found(sorted((new | arrived) - self.handed)))
+
+    def rest(self, users: dict[int, dict]) -> None:
+        self._hand([user for user_id, user in users.items() if user_id not in self.handed])
+
+    def _hand(self, users: list[dict]) -> None:
+        if users:
+            self.handed.update(int(user["id"]) for user in users)
+            self.on_objects("users", users)
 
 
 def fetch_per_course(
@@ -208,6 +245,8 @@ class People:
         # Everyone the list returned so far, enrolled or not (an account can hold many times
         # the semester's people): the fields the warehouse uses, as tuples to stay small.
         self._found: dict[int, tuple] = {}
+        self._records: dict[int, dict] = {}  # the enrolled people's, as dicts, once asked for
+        self._arrivals: list[int] = []  # ids read since ``arrivals`` was last asked
         self._seen: dict[str, set[int]] = {"asc": set(), "desc": set()}
         self._missing: set[int] | None = None  # enrolled people not yet found, once known
         self._lock = threading.Lock()
@@ -252,19 +291,27 @@ class People:
                 self._seen[end].add(user_id)
             if user_id not in self._found:
                 self._found[user_id] = tuple(user.get(k) for k in USER_FIELDS)
+                self._arrivals.append(user_id)
             if self._missing is not None:
                 self._missing.discard(user_id)
         if self._missing is not None and not self._missing:
             self._all_found.set()
 
-    def finish(self, enrolled: dict[int, str], pool: ThreadPoolExecutor) -> dict[int, dict]:
-        """The people in ``enrolled`` (id → sortable name), once each is found."""
+    def finish(
+        self,
+        enrolled: Collection[int],
+        names: Callable[[], Mapping[int, str]],
+        pool: ThreadPoolExecutor,
+    ) -> dict[int, dict]:
+        """The people ``enrolled``, once each is found; ``names`` (id → sortable name, asked
+        for only if someone is still missing) orders the single GETs."""
         if not self.plan.single_gets:
             for thread in self._threads:  # the list to its end (or until everyone is found)
                 thread.join()
         with self._lock:
             self._missing = set(enrolled) - self._found.keys()
-            missing = sorted(self._missing, key=lambda uid: (enrolled[uid].casefold(), uid))
+            by_name = names() if self._missing else {}
+            missing = sorted(self._missing, key=lambda uid: (by_name[uid].casefold(), uid))
             if not self._missing:
                 self._all_found.set()
         gets = [pool.submit(self._get_one, user_id) for user_id in _middle_out(missing)]
@@ -273,11 +320,27 @@ class People:
         self.stop()
         if self._errors:
             raise self._errors[0]
-        with cyclic_gc_paused():  # a dict per person, after the semester's reads are all held
-            return {
-                user_id: dict(zip(USER_FIELDS, self._found[user_id], strict=True))
-                for user_id in sorted(enrolled)
-            }
+        with cyclic_gc_paused(), self._lock:  # a dict per person, the semester's reads held
+            return {user_id: self._record(user_id) for user_id in sorted(enrolled)}
+
+    def arrivals(self) -> list[int]:
+        """The ids of the people read since the last call."""
+        with self._lock:
+            arrived, self._arrivals = self._arrivals, []
+        return arrived
+
+    def found(self, user_ids: Iterable[int]) -> list[dict]:
+        """The records of those of ``user_ids`` that have been read so far."""
+        with self._lock:
+            return [self._record(user_id) for user_id in user_ids if user_id in self._found]
+
+    def _record(self, user_id: int) -> dict:
+        """Under the lock: one person's record, the same dict each time it is asked for."""
+        record = self._records.get(user_id)
+        if record is None:
+            record = dict(zip(USER_FIELDS, self._found[user_id], strict=True))
+            self._records[user_id] = record
+        return record
 
     def _get_one(self, user_id: int) -> None:
         with self._lock:

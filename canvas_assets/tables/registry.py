@@ -79,6 +79,8 @@ USERS = TableSpec(
     reads=("/accounts/:id/users", "/users/:id"),
     kept_by=("enrollments", "user_id"),
     upstream="enrollments",
+    staged=True,
+    shared_rows=True,
     description="The people enrolled in one semester, as Element451 student contacts: names, "
     "preferred name, email, SIS and login ids, source LMS/Canvas.",
 )

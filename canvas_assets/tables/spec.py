@@ -71,9 +71,13 @@ class TableSpec:
     - ``upstream`` is the asset it follows in the lineage graph.
     - ``reads`` are the Canvas paths (``/courses/:id``) that fetch its objects besides its
       ``source``: the table's materializations report those requests.
-    - ``staged``: its rows map from its own per-course objects alone, so a backfill maps,
-      validates and upserts them (uncommitted) chunk by chunk while the fetch goes on
-      (``backfill.staging``), instead of after Canvas's last answer.
+    - ``staged``: its rows map from its own objects alone (per course, or the people the fetch
+      hands over), so a backfill maps, validates and upserts them (uncommitted) chunk by chunk
+      while the fetch goes on (``backfill.staging``), instead of after Canvas's last answer.
+    - ``shared_rows``: writers of other semesters update its rows too (a person's contact
+      fields, ``live_events.store.update_contact_elsewhere``). A backfill stages it but upserts
+      it once, after the fetch, so that its uncommitted rows do not hold those writers up
+      through the fetch.
     """
 
     name: str
@@ -88,6 +92,7 @@ class TableSpec:
     upstream: str | None = None
     reads: tuple[str, ...] = ()
     staged: bool = False
+    shared_rows: bool = False
 
     @property
     def planning_columns(self) -> tuple[str, ...]:

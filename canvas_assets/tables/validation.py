@@ -174,13 +174,16 @@ class ChunkedValidation:
         self.keys.append(valid[self._key_columns])
         return valid
 
+    def key_frame(self) -> pd.DataFrame:
+        """The ``partition_columns`` of every row that passed its chunk's checks: what other
+        tables' references are checked against (``institution_id`` is unique, so it is one)."""
+        if self.keys:
+            return pd.concat(self.keys, ignore_index=True)
+        return pd.DataFrame(columns=self._key_columns, dtype="int64")
+
     def finish(self, raw: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
         """Every failure case of the table, or None when it passed."""
-        keys = (
-            pd.concat(self.keys)
-            if self.keys
-            else pd.DataFrame(columns=self._key_columns, dtype="int64")
-        )
+        keys = self.key_frame()
         try:
             partition_checks(self.spec, raw).validate(keys, lazy=True)
         except pa.errors.SchemaErrors as exc:

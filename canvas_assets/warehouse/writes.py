@@ -268,6 +268,19 @@ def remove_absent(
         return cur.rowcount
 
 
+def semester_has_rows(conn: psycopg.Connection, schema: str, table: str, semester: str) -> bool:
+    """Whether ``table`` holds active rows of ``semester``: under the semester's lock, none
+    can appear but through its holder, so a first backfill knows it has nothing to mark
+    deleted."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE semester = %s AND deleted_at IS NULL)"
+        ).format(qualified_table(schema, table)),
+        (semester,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def lock_semester(conn: psycopg.Connection, schema: str, semester: str) -> None:
     """Serialise writers of one semester (a backfill and a Live Events apply) until the current
     transaction ends, so they neither deadlock nor interleave; other semesters go on."""
