@@ -13,11 +13,12 @@ run: ``bench.run`` measures those):
   (``canvas/limiter.py``);
 * **reserve 150**: the reserve of before (two charges of margin), with the same limiter;
 * **people after the fetch**: as now, but the people mapped, checked and written after the
-  fetch (``USERS.staged`` off), as in ae45808;
+  fetch (``USERS.staged`` off), as the enrollments alone were staged in 13d6d39;
 * **upsert after the fetch**: the people so too, the enrollments upserted all at once after
   the fetch beside the other tables' checks (as ``TableSpec.shared_rows`` has it; their chunks
   still copied during the fetch) and Python's cyclic collector left on throughout: the write
-  of d0e94e1, but for the transaction that is now taken before the fetch.
+  of d0e94e1, but for the rest of the backfill, which is now's (the transaction taken before
+  the fetch, a first backfill's soft-delete of a staged table skipped, the lighter map).
 
 A sandbox runs in its own process for each size (50 ms a request plus its cost, throttle on;
 ``--network-ms`` adds a round trip outside the bucket). It prints medians: the partition's time

@@ -17,7 +17,7 @@ from canvas_assets.warehouse import WarehouseResource
 from canvas_assets.warehouse.writes import (
     WriteCounts,
     analyze_tables,
-    lock_semester,
+    try_lock_semester,
     write_tables,
 )
 
@@ -77,7 +77,7 @@ def write_semester(
     """A semester's write as a backfill makes it, without the fetch: one transaction under the
     semester's lock, then the statistics."""
     with conn.transaction():
-        lock_semester(conn, schema, semester)
+        assert try_lock_semester(conn, schema, semester)
         counts = write_tables(conn, schema, semester, frames, observed_at, SEMESTER_TABLES)
     analyze_tables(conn, schema, SEMESTER_TABLES)
     return counts

@@ -4,6 +4,7 @@ enough that a semester spans many of them."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -226,3 +227,32 @@ def test_the_people_are_checked_and_copied_as_the_enrollments_name_them(
     assert sum(rows for _, rows in copied) == len(expected["users"])
     assert result.counts["users"].inserted == len(expected["users"])
     assert warehouse_semester(db, warehouse.table_schema(), semester) == expected
+
+
+def test_a_second_backfill_of_a_semester_waits_for_the_first_to_commit(
+    canvas, warehouse, db, institution
+) -> None:
+    """Without this, a second backfill of a semester would write beside the first's
+    uncommitted rows, or wait for its lock inside Postgres, where stopping its run does not
+    reach it."""
+    semester = real_semesters(institution)[0]
+    schema = warehouse.table_schema()
+    count = sql.SQL("SELECT count(*) FROM {}.enrollments").format(sql.Identifier(schema))
+    outcome: list = []
+    with warehouse.connect() as first:
+        with first.transaction():
+            assert try_lock_semester(first, schema, semester)  # a backfill of it is writing
+            second = threading.Thread(
+                target=lambda: outcome.append(run_backfill(canvas, warehouse, semester)[0])
+            )
+            second.start()
+            second.join(timeout=3.0)
+            assert second.is_alive() and db.execute(count).fetchone() == (0,)
+            waiting_in_postgres = db.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone()
+            assert waiting_in_postgres == (0,)
+        second.join(timeout=60.0)  # the first committed: the second takes the semester
+    assert not second.is_alive() and outcome[0].report.ok
+    expected = expected_semester(institution, semester)
+    assert warehouse_semester(db, schema, semester) == expected

@@ -26,7 +26,7 @@ from canvas_assets.tables.columns import frame
 from canvas_assets.tables.mapping import Enrollment
 from canvas_assets.warehouse.writes import (
     analyze_tables,
-    lock_semester,
+    try_lock_semester,
     write_courses,
     write_tables,
 )
@@ -173,7 +173,7 @@ def _write(conn: psycopg.Connection, schema: str, now: datetime, staged: bool) -
         return
     objects = {"enrollments": _enrollments(ROWS), "users": [{"id": n} for n in range(1, ROWS + 1)]}
     with conn.transaction():
-        lock_semester(conn, schema, "2026SP")
+        assert try_lock_semester(conn, schema, "2026SP")
         snapshot = SemesterSnapshot("2026SP", {}, now)
         for spec in SEMESTER_TABLES:
             if spec.staged:

@@ -1,9 +1,10 @@
 """One semester backfill: fetch → map → validate → write, each step timed.
 
-The backfill is one transaction under the semester's lock (``warehouse.writes.lock_semester``),
-opened before the fetch so that the staged tables are written as their rows arrive
-(``backfill.staging``): a semester that fails validation commits nothing and keeps what the
-warehouse held. Meanwhile a Live Events apply leaves the semester to the next run.
+The backfill is one transaction under the semester's lock
+(``warehouse.writes.try_lock_semester``), opened before the fetch so that the staged tables are
+written as their rows arrive (``backfill.staging``): a semester that fails validation commits
+nothing and keeps what the warehouse held. Meanwhile a Live Events apply leaves the semester to
+the next run, and a second backfill of it waits for the commit.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from canvas_assets.warehouse.writes import (
     StagedRows,
     WriteCounts,
     analyze_tables,
-    lock_semester,
+    try_lock_semester,
     write_tables,
 )
 
 log = logging.getLogger(__name__)
 
+LOCK_POLL_SECONDS = 1.0
 RELEASE_SLICE = 5_000  # objects freed between two chances for the writer's thread to run
 
 
@@ -80,10 +82,10 @@ def backfill_semester(
     term = semester_term(session, semester)
     snapshot = SemesterSnapshot(semester, term, observed_at)
     with conn.transaction() as transaction:
-        lock_semester(conn, schema, semester)
         # The transaction waits on Canvas between chunks, and through the people's tail: a
         # server's timeout for idle transactions must not end a backfill that is working.
         conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+        _take_semester(conn, schema, semester)
         result = _read_and_write(conn, schema, session, snapshot, tables, started)
         if not result.report.ok:
             raise psycopg.Rollback(transaction)
@@ -100,6 +102,20 @@ def backfill_semester(
         _seconds(result.staged_seconds) or "nothing",
     )
     return result
+
+
+def _take_semester(conn: psycopg.Connection, schema: str, semester: str) -> None:
+    """The semester's lock, once another backfill of it has committed: asked for again every
+    ``LOCK_POLL_SECONDS`` rather than waited for in Postgres, so that a run stopped meanwhile
+    stops at once."""
+    waited = 0.0
+    while not try_lock_semester(conn, schema, semester):
+        if waited % 60 == 0:
+            log.info(
+                "Semester %s is being written by another run: waiting for its commit", semester
+            )
+        time.sleep(LOCK_POLL_SECONDS)
+        waited += LOCK_POLL_SECONDS
 
 
 def _seconds(phases: dict[str, float]) -> str:

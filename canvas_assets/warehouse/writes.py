@@ -281,15 +281,11 @@ def semester_has_rows(conn: psycopg.Connection, schema: str, table: str, semeste
     return bool(row and row[0])
 
 
-def lock_semester(conn: psycopg.Connection, schema: str, semester: str) -> None:
-    """Serialise writers of one semester (a backfill and a Live Events apply) until the current
-    transaction ends, so they neither deadlock nor interleave; other semesters go on."""
-    _advisory_xact_lock(conn, _semester_lock(schema, semester))
-
-
 def try_lock_semester(conn: psycopg.Connection, schema: str, semester: str) -> bool:
-    """``lock_semester`` when no other writer holds it; False (and no lock) when one does, so
-    a Live Events apply leaves the semester to a running backfill instead of waiting for it."""
+    """Serialise writers of one semester (a backfill and a Live Events apply) until the current
+    transaction ends, so they neither deadlock nor interleave; other semesters go on. True when
+    taken; False (and no lock) when another writer holds it: an apply leaves the semester to
+    the next run, a backfill asks again (``backfill.semester``)."""
     row = conn.execute(
         "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))",
         (_semester_lock(schema, semester),),
@@ -321,7 +317,7 @@ def write_tables(
     staged: Mapping[str, StagedRows] | None = None,
 ) -> dict[str, WriteCounts]:
     """Upsert ``tables`` of one semester inside the caller's transaction, which holds the
-    semester's lock (``lock_semester``). A table in ``staged`` is written from the temp table
+    semester's lock (``try_lock_semester``). A table in ``staged`` is written from the temp table
     its rows were copied to as they arrived (dropped here, with the transaction); the others
     from ``frames``."""
     counts: dict[str, WriteCounts] = {}
