@@ -170,31 +170,34 @@ def test_the_whole_partitions_checks_see_across_chunks(second_chunk, check) -> N
     assert 2 in set(cases["index"])  # the second chunk's row, numbered on from the first's
 
 
-def test_a_chunk_postgres_refused_is_written_whole_once_the_checks_pass(
-    canvas, warehouse, db, institution, monkeypatch
+@pytest.mark.parametrize(("refused_table", "refused_call"), [("enrollments", 2), ("users", 1)])
+def test_an_upsert_postgres_refused_is_written_whole_once_the_checks_pass(
+    canvas, warehouse, db, institution, monkeypatch, refused_table, refused_call
 ) -> None:
-    """Without this, enrollments whose chunk upsert Postgres refused during the fetch (a
-    conflict the checks do not see) would be missing from the semester, the backfill would
-    fail though every check passed, or the chunks before the refusal would go uncounted."""
+    """Without this, rows whose upsert Postgres refused (a conflict the checks do not see: an
+    enrollments chunk during the fetch, or the people's one upsert after it) would be missing
+    from the semester, the backfill would fail though every check passed, or what was upserted
+    before the refusal, in that table or the other, would go uncounted."""
     semester = real_semesters(institution)[0]
     monkeypatch.setattr(staging, "STAGE_ROWS", 25)
     upsert_incoming, calls = staging.upsert_incoming, []
 
     def refused_once(conn, schema, table, *args, **kwargs):
-        if table == "enrollments":
+        if table == refused_table:
             calls.append(args[0])
-            if len(calls) == 2:
+            if len(calls) == refused_call:
                 raise psycopg.errors.SerializationFailure("refused")
         return upsert_incoming(conn, schema, table, *args, **kwargs)
 
     monkeypatch.setattr(staging, "upsert_incoming", refused_once)
     result, _ = run_backfill(canvas, warehouse, semester)
     assert result.report.ok, result.report.message(semester)
-    assert len(calls) == 2  # no chunk upserted after the refusal: the whole is, after the checks
+    assert len(calls) == refused_call  # none after the refusal: the whole is, after the checks
     expected = expected_semester(institution, semester)
     assert warehouse_semester(db, warehouse.table_schema(), semester) == expected
-    assert result.counts["enrollments"].rows == len(expected["enrollments"])
-    assert result.counts["enrollments"].inserted == len(expected["enrollments"])
+    for table in ("enrollments", "users"):
+        assert result.counts[table].rows == len(expected[table]), table
+        assert result.counts[table].inserted == len(expected[table]), table
 
 
 def test_the_people_are_checked_and_copied_as_the_enrollments_name_them(

@@ -202,34 +202,29 @@ def _write_in_turn(
     staged: dict[str, StagedRows],
     verdict: Future[ValidationReport],
 ) -> dict[str, WriteCounts]:
-    """The staged tables' last step (``StagedTable.complete``) while the checks go on, then,
-    if they passed, the other tables' write: the counts (none if a check failed)."""
+    """The staged tables' last step (``StagedTable.complete``: the people's upsert, the
+    soft-delete) while the checks go on, then, if they passed, the other tables' write (and
+    that of a staged table Postgres refused an upsert of): the counts (none if a check
+    failed)."""
     semester, observed_at = snapshot.semester, snapshot.fetched_at
-    staged_counts = _complete_staged(staging)
+    completed = {name: table.complete() for name, table in staging.items()}
     report = verdict.result()
     if not report.ok:
         return {}
-    if staged_counts is None:  # Postgres refused a chunk's upsert: meet its error here
-        specs = _specs(tables, staged)
-        staged_counts = write_tables(conn, schema, semester, {}, observed_at, specs, staged)
-        for name, table in staging.items():  # the chunks before the refusal are unchanged now
-            staged_counts[name].add(table.written)
+    counts = {name: got for name, got in completed.items() if got is not None}
+    refused = _specs(tables, [name for name, got in completed.items() if got is None])
+    if refused:  # Postgres refused an upsert of theirs: whole again, meeting any error here
+        rows = {spec.name: staged[spec.name] for spec in refused}
+        counts |= write_tables(conn, schema, semester, {}, observed_at, refused, rows)
+        for spec in refused:  # what was upserted before the refusal is unchanged now
+            counts[spec.name].add(staging[spec.name].written)
     rest = [spec for spec in tables if spec.name not in staged]
-    return staged_counts | write_tables(conn, schema, semester, report.frames, observed_at, rest)
+    return counts | write_tables(conn, schema, semester, report.frames, observed_at, rest)
 
 
 def _specs(tables: Sequence[TableSpec], names: Iterable[str]) -> list[TableSpec]:
     wanted = set(names)
     return [spec for spec in tables if spec.name in wanted]
-
-
-def _complete_staged(staging: dict[str, StagedTable]) -> dict[str, WriteCounts] | None:
-    """Each staged table's soft-delete and counts (``StagedTable.complete``); ``None`` if any
-    of them was not wholly upserted."""
-    counts = {name: table.complete() for name, table in staging.items()}
-    if any(table_counts is None for table_counts in counts.values()):
-        return None
-    return counts  # type: ignore[return-value]
 
 
 def _map_and_check(

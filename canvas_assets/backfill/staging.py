@@ -61,8 +61,8 @@ class StagedTable:
         code = snapshot.term.get("sis_term_id")
         self.validation = ChunkedValidation(spec, snapshot.semester, code)
         self.head = frame(spec.model, [])  # the first rows copied: the materialization's preview
-        # What the chunks' upserts wrote, until Postgres refused one (an id listed twice, which
-        # the checks report; any other refusal is met again once they have passed).
+        # What the upserts wrote, until Postgres refused one (an id listed twice, which the
+        # checks report; any other refusal, a deadlock say, is tried again once they passed).
         self.written = WriteCounts()
         self.refused = False
         self._pending: list = []

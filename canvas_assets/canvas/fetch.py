@@ -310,10 +310,11 @@ class People:
                 thread.join()
         with self._lock:
             self._missing = set(enrolled) - self._found.keys()
-            by_name = names() if self._missing else {}
-            missing = sorted(self._missing, key=lambda uid: (by_name[uid].casefold(), uid))
+            missing = list(self._missing)
             if not self._missing:
                 self._all_found.set()
+        by_name = names() if missing else {}  # outside the lock: the list's ends go on
+        missing.sort(key=lambda uid: (by_name[uid].casefold(), uid))
         gets = [pool.submit(self._get_one, user_id) for user_id in _middle_out(missing)]
         for future in gets:
             future.result()
