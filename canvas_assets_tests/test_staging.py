@@ -5,6 +5,8 @@ enough that a semester spans many of them."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -32,6 +34,16 @@ def staged_tables_left(conn: psycopg.Connection) -> list[str]:
         "SELECT relname FROM pg_class WHERE relpersistence = 't' AND relname LIKE 'staged\\_%'"
     ).fetchall()
     return [name for (name,) in rows]
+
+
+@contextmanager
+def slow_canvas(institution) -> Iterator[tuple[SandboxServer, CanvasResource]]:
+    """The sandbox answering in 50 ms a request: a semester's fetch lasts long enough that its
+    chunks are written at different points of it."""
+    with SandboxServer(
+        institution, token=SANDBOX_TOKEN, latency_seconds=0.05, keep_alive=True
+    ) as server:
+        yield server, CanvasResource(base_url=server.url, api_token=SANDBOX_TOKEN)
 
 
 def run_backfill(canvas: CanvasResource, warehouse, semester: str):
@@ -67,10 +79,7 @@ def test_enrollments_are_written_while_the_fetch_goes_on_and_committed_at_its_en
         return upsert_incoming(conn, *args, **kwargs)
 
     monkeypatch.setattr(staging, "upsert_incoming", watched)
-    with SandboxServer(
-        institution, token=SANDBOX_TOKEN, latency_seconds=0.05, keep_alive=True
-    ) as server:
-        canvas = CanvasResource(base_url=server.url, api_token=SANDBOX_TOKEN)
+    with slow_canvas(institution) as (server, canvas):
         result, requests = run_backfill(canvas, warehouse, semester)
     assert result.report.ok, result.report.message(semester)
     expected = expected_semester(institution, semester)
@@ -219,10 +228,7 @@ def test_the_people_are_checked_and_copied_as_the_enrollments_name_them(
         copy_rows(conn, temp, columns, rows)
 
     monkeypatch.setattr(staging, "copy_rows", watched)
-    with SandboxServer(
-        institution, token=SANDBOX_TOKEN, latency_seconds=0.05, keep_alive=True
-    ) as server:
-        canvas = CanvasResource(base_url=server.url, api_token=SANDBOX_TOKEN)
+    with slow_canvas(institution) as (server, canvas):
         result, requests = run_backfill(canvas, warehouse, semester)
     assert result.report.ok, result.report.message(semester)
     expected = expected_semester(institution, semester)

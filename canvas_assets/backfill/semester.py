@@ -164,7 +164,7 @@ def _check_and_write(
     verdict: Future[ValidationReport] = Future()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="semester-write") as writer:
         written = writer.submit(
-            _write_in_turn, conn, schema, snapshot, tables, staging, staged, verdict
+            _write_in_turn, conn, schema, snapshot, tables, rest, staging, staged, verdict
         )
         try:
             result = _map_and_check(snapshot, tables, rest, staging)
@@ -198,12 +198,13 @@ def _write_in_turn(
     schema: str,
     snapshot: SemesterSnapshot,
     tables: Sequence[TableSpec],
+    rest: Sequence[TableSpec],
     staging: dict[str, StagedTable],
     staged: dict[str, StagedRows],
     verdict: Future[ValidationReport],
 ) -> dict[str, WriteCounts]:
     """The staged tables' last step (``StagedTable.complete``: the people's upsert, the
-    soft-delete) while the checks go on, then, if they passed, the other tables' write (and
+    soft-delete) while the checks go on, then, if they passed, the write of ``rest`` (and
     that of a staged table Postgres refused an upsert of): the counts (none if a check
     failed)."""
     semester, observed_at = snapshot.semester, snapshot.fetched_at
@@ -218,7 +219,6 @@ def _write_in_turn(
         counts |= write_tables(conn, schema, semester, {}, observed_at, refused, rows)
         for spec in refused:  # what was upserted before the refusal is unchanged now
             counts[spec.name].add(staging[spec.name].written)
-    rest = [spec for spec in tables if spec.name not in staged]
     return counts | write_tables(conn, schema, semester, report.frames, observed_at, rest)
 
 

@@ -175,10 +175,11 @@ class ChunkedValidation:
         return valid
 
     def key_frame(self) -> pd.DataFrame:
-        """The ``partition_columns`` of every row that passed its chunk's checks: what other
-        tables' references are checked against (``institution_id`` is unique, so it is one)."""
+        """The ``partition_columns`` of every row that passed its chunk's checks, indexed by
+        row number in the table: what other tables' references are checked against
+        (``institution_id`` is unique, so it is one)."""
         if self.keys:
-            return pd.concat(self.keys, ignore_index=True)
+            return pd.concat(self.keys)
         return pd.DataFrame(columns=self._key_columns, dtype="int64")
 
     def finish(self, raw: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
