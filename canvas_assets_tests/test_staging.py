@@ -265,3 +265,20 @@ def test_a_second_backfill_of_a_semester_waits_for_the_first_to_commit(
     assert not second.is_alive() and outcome[0].report.ok
     expected = expected_semester(institution, semester)
     assert warehouse_semester(db, schema, semester) == expected
+
+
+def test_the_whole_partitions_checks_number_rows_past_a_chunk_that_failed() -> None:
+    """Without this, a repeated id found after a chunk that failed its row checks would be
+    reported at a row number counted without that chunk, pointing at the wrong enrollment."""
+    validation = ChunkedValidation(ENROLLMENTS, "2026SP", None)
+    failing = [enrollment_row(1, total_active_time=-5), enrollment_row(2)]
+    assert validation.validate(pd.DataFrame(failing)) is None
+    for chunk in ([enrollment_row(10), enrollment_row(12)], [enrollment_row(10)]):
+        assert validation.validate(pd.DataFrame(chunk)) is not None
+    raw = {
+        table: pd.DataFrame({"institution_id": [institution_id]})
+        for table, institution_id in (("courses", 1), ("sections", 2), ("users", 3))
+    }
+    cases = validation.finish(raw)
+    repeated = cases[cases["check"] == "field_uniqueness"]
+    assert set(repeated["index"]) == {2, 4}  # the rows of id 10, counted across every chunk
