@@ -18,7 +18,7 @@ from canvas_assets.backfill import staging
 from canvas_assets.backfill.semester import backfill_semester
 from canvas_assets.canvas import CanvasResource, fetch
 from canvas_assets.canvas.fetch import fetch_semester, semester_term
-from canvas_assets.tables import ChunkedValidation
+from canvas_assets.tables import ChunkedValidation, mapping
 from canvas_assets.tables.registry import ENROLLMENTS
 from canvas_assets.warehouse.writes import try_lock_semester
 from canvas_sandbox import SandboxServer, generate_institution
@@ -243,7 +243,7 @@ def test_a_second_backfill_of_a_semester_waits_for_the_first_to_commit(
 ) -> None:
     """Without this, a second backfill of a semester would write beside the first's
     uncommitted rows, or wait for its lock inside Postgres, where stopping its run does not
-    reach it."""
+    reach it; or its logged fetch would count the wait as Canvas's time."""
     semester = real_semesters(institution)[0]
     schema = warehouse.table_schema()
     count = sql.SQL("SELECT count(*) FROM {}.enrollments").format(sql.Identifier(schema))
@@ -263,6 +263,8 @@ def test_a_second_backfill_of_a_semester_waits_for_the_first_to_commit(
             assert waiting_in_postgres == (0,)
         second.join(timeout=60.0)  # the first committed: the second takes the semester
     assert not second.is_alive() and outcome[0].report.ok
+    seconds = outcome[0].seconds
+    assert seconds["waited"] >= 3.0 > seconds["fetch"]  # the wait is not the fetch's
     expected = expected_semester(institution, semester)
     assert warehouse_semester(db, schema, semester) == expected
 
@@ -282,3 +284,27 @@ def test_the_whole_partitions_checks_number_rows_past_a_chunk_that_failed() -> N
     cases = validation.finish(raw)
     repeated = cases[cases["check"] == "field_uniqueness"]
     assert set(repeated["index"]) == {2, 4}  # the rows of id 10, counted across every chunk
+
+
+def test_a_chunk_of_people_that_fails_its_checks_is_the_one_failure_reported(
+    canvas, warehouse, db, institution, monkeypatch
+) -> None:
+    """Without this, one bad person would fail their whole chunk of people, and every
+    enrollment of everyone else in that chunk would be reported too, as a reference to a person
+    the semester does not hold: a flood of false failures burying the real one."""
+    semester = real_semesters(institution)[0]
+    monkeypatch.setattr(staging, "STAGE_ROWS", 25)
+    user_row, bad = mapping.user_row, []
+
+    def one_bad(user: dict, semester_key: str) -> dict:
+        row = user_row(user, semester_key)
+        if not bad:
+            bad.append(row["institution_id"])
+            row["source_type"] = "CRM"
+        return row
+
+    monkeypatch.setattr(mapping, "user_row", one_bad)
+    result, _ = run_backfill(canvas, warehouse, semester)
+    assert not result.report.ok
+    assert set(result.report.failures) == {"users"}
+    assert result.report.failures["users"]["failure_case"].tolist() == ["CRM"]

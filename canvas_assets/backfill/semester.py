@@ -85,8 +85,11 @@ def backfill_semester(
         # The transaction waits on Canvas between chunks, and through the people's tail: a
         # server's timeout for idle transactions must not end a backfill that is working.
         conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
-        _take_semester(conn, schema, semester)
-        result = _read_and_write(conn, schema, session, snapshot, tables, started)
+        waited = _take_semester(conn, schema, semester)
+        # The fetch's time is Canvas's: the wait for another backfill's commit is shown apart.
+        result = _read_and_write(conn, schema, session, snapshot, tables, started + waited)
+        if waited:
+            result.seconds = {"waited": waited} | result.seconds
         if not result.report.ok:
             raise psycopg.Rollback(transaction)
     result.seconds["write"] = time.perf_counter() - result.checked_at
@@ -104,18 +107,19 @@ def backfill_semester(
     return result
 
 
-def _take_semester(conn: psycopg.Connection, schema: str, semester: str) -> None:
+def _take_semester(conn: psycopg.Connection, schema: str, semester: str) -> float:
     """The semester's lock, once another backfill of it has committed: asked for again every
     ``LOCK_POLL_SECONDS`` rather than waited for in Postgres, so that a run stopped meanwhile
-    stops at once."""
-    waited = 0.0
+    stops at once. The seconds waited."""
+    started, polls = time.perf_counter(), 0
     while not try_lock_semester(conn, schema, semester):
-        if waited % 60 == 0:
+        if polls % 60 == 0:
             log.info(
                 "Semester %s is being written by another run: waiting for its commit", semester
             )
         time.sleep(LOCK_POLL_SECONDS)
-        waited += LOCK_POLL_SECONDS
+        polls += 1
+    return time.perf_counter() - started if polls else 0.0
 
 
 def _seconds(phases: dict[str, float]) -> str:
@@ -243,7 +247,7 @@ def _map_and_check(
     chunked = {name: table.validation for name, table in staging.items()}
     # A staged table's ids, for the references to it (enrollments → users).
     targets = {table for spec in tables for table in spec.references.values()}
-    referenced = raw | {name: v.key_frame() for name, v in chunked.items() if name in targets}
+    referenced = raw | {name: v.referable_ids() for name, v in chunked.items() if name in targets}
     code = snapshot.term.get("sis_term_id")
     report = validate_semester(semester, code, referenced, tables, chunked)
     rows = {name: len(df) for name, df in raw.items()} | {n: v.rows for n, v in chunked.items()}

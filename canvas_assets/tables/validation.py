@@ -157,6 +157,7 @@ class ChunkedValidation:
     rows: int = 0
     keys: list[pd.DataFrame] = field(default_factory=list)
     failures: list[pd.DataFrame] = field(default_factory=list)
+    failed_ids: list[pd.Series] = field(default_factory=list)  # of the chunks that failed
 
     def __post_init__(self) -> None:
         self._schema = chunk_schema(self.spec, self.semester, self.term_code)
@@ -170,17 +171,26 @@ class ChunkedValidation:
             valid = self._schema.validate(chunk, lazy=True)
         except pa.errors.SchemaErrors as exc:
             self.failures.append(exc.failure_cases)
+            self.failed_ids.append(pd.to_numeric(chunk["institution_id"], errors="coerce"))
             return None
         self.keys.append(valid[self._key_columns])
         return valid
 
     def key_frame(self) -> pd.DataFrame:
         """The ``partition_columns`` of every row that passed its chunk's checks, indexed by
-        row number in the table: what other tables' references are checked against
-        (``institution_id`` is unique, so it is one)."""
+        row number in the table: what ``finish`` checks."""
         if self.keys:
             return pd.concat(self.keys)
         return pd.DataFrame(columns=self._key_columns, dtype="int64")
+
+    def referable_ids(self) -> pd.DataFrame:
+        """What other tables' references to this one are checked against: every row's
+        ``institution_id``, those of a chunk that failed its own checks too. That chunk is
+        reported here; a reference to one of its rows is not dangling, and reporting it as such
+        would bury the one failure under a row per reference (every enrollment of a chunk of
+        people)."""
+        ids = [keys["institution_id"] for keys in self.keys] + self.failed_ids
+        return pd.DataFrame({"institution_id": pd.concat(ids) if ids else pd.Series(dtype="int64")})
 
     def finish(self, raw: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
         """Every failure case of the table, or None when it passed."""
