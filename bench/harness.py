@@ -3,6 +3,7 @@ and a Dagster run launched the way a user launches one."""
 
 from __future__ import annotations
 
+import compileall
 import json
 import math
 import os
@@ -118,9 +119,12 @@ def new_schema() -> str:
     return f"bench_{uuid.uuid4().hex[:10]}"
 
 
-def dagster_backfill(sandbox: Sandbox, db_url: str, schema: str, workdir: Path) -> dict:
+def dagster_backfill(
+    sandbox: Sandbox, db_url: str, schema: str, workdir: Path, code: Path | None = None
+) -> dict:
     """One backfill of the semester through ``dagster asset materialize`` (see
-    ``bench/dagster_run.py``), with what the sandbox saw of it."""
+    ``bench/dagster_run.py``), with what the sandbox saw of it. ``code``: another checkout of
+    the project (a git worktree) whose ``canvas_assets`` the run loads instead of this one's."""
     home = workdir / "dagster_home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
@@ -132,15 +136,21 @@ def dagster_backfill(sandbox: Sandbox, db_url: str, schema: str, workdir: Path) 
         "CANVAS_WAREHOUSE_URL": db_url,
         "CANVAS_WAREHOUSE_SCHEMA": schema,
     }
+    if code is not None:  # ahead of this checkout's editable install (`-m` puts the cwd first)
+        env["PYTHONPATH"] = str(code)
     for name in ("CANVAS_LIVE_EVENTS_QUEUE_URL", "CANVAS_INSTITUTION", "CANVAS_TARGET_SEMESTERS"):
         env.pop(name, None)
+    # The project's bytecode compiled, as pip compiles an installed wheel's: otherwise a machine
+    # that writes none (PYTHONDONTWRITEBYTECODE) compiles the project in every run it times.
+    for package in ((code or ROOT) / "canvas_assets", ROOT / "local"):
+        compileall.compile_dir(package, quiet=1)
     before = sandbox.stats(new_window=True)
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "dagster_run.py"), semester_of(sandbox)],
         env=env,
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=code or ROOT,
     )
     after = sandbox.stats()
     try:

@@ -8,29 +8,41 @@ factory (``institution_definitions``); the sensors, the terms refresh and the Li
 job serve them all.
 """
 
-import dagster as dg
+import gc
+from functools import lru_cache
 
-from canvas_assets.defs.assets import (
-    build_semester_tables,
-    build_terms_asset,
-    imported_semesters_spec,
-    live_events_spec,
-)
-from canvas_assets.defs.checks import (
-    build_shared_queue_checks,
-    build_stream_checks,
-    shared_queue_spec,
-)
-from canvas_assets.defs.freshness import build_fresh_check
-from canvas_assets.defs.jobs import Jobs, build_jobs
-from canvas_assets.defs.namespace import Namespace
-from canvas_assets.defs.resources import SHARED_WAREHOUSE, build_resources
-from canvas_assets.defs.schedules import build_reconciliation_schedule
-from canvas_assets.defs.sensors.alerts import build_alerts_sensor, build_run_failure_sensor
-from canvas_assets.defs.sensors.auto_import import build_semester_auto_import_sensor
-from canvas_assets.defs.sensors.freshness import build_freshness_sensor
-from canvas_assets.defs.sensors.live_events import build_live_events_sensor, queues_followed
-from canvas_assets.settings import Settings
+from canvas_assets.memory import cyclic_gc_paused
+
+# Loading the code location makes a few hundred thousand objects that live as long as the
+# process: modules, classes, Dagster's and pandera's registries. The cyclic collector walked all
+# of them in each full collection it ran while they were being made, and each full collection of
+# the run's own later work walked them again. So the collector waits while they load, and
+# everything loaded by then moves out of its reach (gc.freeze). BENCHMARKS.md has what it saved.
+with cyclic_gc_paused():
+    import dagster as dg
+
+    from canvas_assets.defs.assets import (
+        build_semester_tables,
+        build_terms_asset,
+        imported_semesters_spec,
+        live_events_spec,
+    )
+    from canvas_assets.defs.checks import (
+        build_shared_queue_checks,
+        build_stream_checks,
+        shared_queue_spec,
+    )
+    from canvas_assets.defs.freshness import build_fresh_check
+    from canvas_assets.defs.jobs import Jobs, build_jobs
+    from canvas_assets.defs.namespace import Namespace
+    from canvas_assets.defs.resources import SHARED_WAREHOUSE, build_resources
+    from canvas_assets.defs.schedules import build_reconciliation_schedule
+    from canvas_assets.defs.sensors.alerts import build_alerts_sensor, build_run_failure_sensor
+    from canvas_assets.defs.sensors.auto_import import build_semester_auto_import_sensor
+    from canvas_assets.defs.sensors.freshness import build_freshness_sensor
+    from canvas_assets.defs.sensors.live_events import build_live_events_sensor, queues_followed
+    from canvas_assets.settings import Settings
+gc.freeze()
 
 
 def institution_definitions(settings: Settings, namespace: Namespace, jobs: Jobs) -> dg.Definitions:
@@ -75,6 +87,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
 
 
+@lru_cache(maxsize=1)
+def _definitions_for(settings: Settings) -> dg.Definitions:
+    return build_definitions(settings)
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(Settings.from_env())
+    """Dagster calls this several times in one process (a run loads its job more than once):
+    the settings are read each time, the definitions built once for the same settings."""
+    return _definitions_for(Settings.from_env())

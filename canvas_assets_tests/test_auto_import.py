@@ -1,5 +1,8 @@
 """Target Semesters and Auto Import Semesters."""
 
+import subprocess
+import sys
+
 import dagster as dg
 import pytest
 from psycopg import sql
@@ -124,6 +127,32 @@ def test_every_job_runs_its_steps_in_the_runs_own_process() -> None:
     defs = definitions.defs()
     for job in ("canvas_semester_sync", "__ASSET_JOB", "canvas_terms_sync"):
         assert defs.resolve_job_def(job).executor_def.name == "in_process", job
+
+
+def test_dagster_loading_the_definitions_again_builds_them_once_per_settings(monkeypatch) -> None:
+    """Without this, every one of the several loads Dagster makes in a run's process built the
+    whole code location again before the first Canvas request; and without the settings as
+    the key, a changed setting would not be seen by the next load."""
+    first = definitions.defs()
+    assert definitions.defs() is first
+    monkeypatch.setenv("CANVAS_RECONCILE_CRON", "30 4 * * *")
+    changed = definitions.defs()
+    assert changed is not first
+    assert changed.get_schedule_def("canvas_reconciliation").cron_schedule == "30 4 * * *"
+
+
+def test_loading_the_code_location_leaves_the_collector_on_and_its_objects_frozen() -> None:
+    """Without this, the cyclic collector could be left off for the life of a code server (its
+    cyclic garbage never freed), or the objects the code location loaded for good would be
+    walked by every full collection of a run again (BENCHMARKS.md: the run's end)."""
+    probe = (
+        "import gc; import canvas_assets.definitions; "
+        "print(gc.isenabled(), gc.get_freeze_count() > len(gc.get_objects()))"
+    )
+    command = [sys.executable, "-c", probe]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True"]
 
 
 def test_reconciliation_picks_the_semesters_running_now() -> None:

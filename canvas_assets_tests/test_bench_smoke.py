@@ -53,3 +53,15 @@ def test_the_paired_benchmark_runs_every_variant_at_the_small_size() -> None:
     lines = [line for line in result.stdout.splitlines() if line.startswith("small: ")]
     assert [line.split(":")[1].strip() for line in lines] == variants
     assert all("throttled 0" in line for line in lines), lines
+
+
+def test_the_launch_benchmark_runs_each_checkout_through_dagster() -> None:
+    """Without this, the side-by-side benchmark of a run's launch (what BENCHMARKS.md credits
+    the code location's loading with) could break unseen."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.launch", "--repeat", "1", str(ROOT), str(ROOT)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith(f"{ROOT}: ")]
+    assert len(lines) == 2 and all("throttled 0" in line for line in lines), result.stdout
