@@ -16,9 +16,11 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 
+import canvas_assets
 from canvas_assets.tables import SEMESTER_TABLES
 
 PHASES = re.compile(
@@ -72,6 +74,8 @@ def main(semester: str) -> None:
         "done_at": float(phases.group(5)) if phases else None,
         # Linux reports kilobytes: the largest of this process's waited-for descendants.
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        # The checkout whose code the run loaded (the run's process has the same path).
+        "checkout": str(Path(canvas_assets.__file__).resolve().parents[1]),
     }
     if not result["ok"]:
         result["output_tail"] = output[-3000:]

@@ -136,14 +136,13 @@ def dagster_backfill(
         "CANVAS_WAREHOUSE_URL": db_url,
         "CANVAS_WAREHOUSE_SCHEMA": schema,
     }
-    if code is not None:  # ahead of this checkout's editable install (`-m` puts the cwd first)
+    if code is not None:  # for dagster_run.py's own imports; `-m dagster` finds it in its cwd
         env["PYTHONPATH"] = str(code)
     for name in ("CANVAS_LIVE_EVENTS_QUEUE_URL", "CANVAS_INSTITUTION", "CANVAS_TARGET_SEMESTERS"):
         env.pop(name, None)
     # The project's bytecode compiled, as pip compiles an installed wheel's: otherwise a machine
     # that writes none (PYTHONDONTWRITEBYTECODE) compiles the project in every run it times.
-    for package in ((code or ROOT) / "canvas_assets", ROOT / "local"):
-        compileall.compile_dir(package, quiet=1)
+    compileall.compile_dir((code or ROOT) / "canvas_assets", quiet=1)
     before = sandbox.stats(new_window=True)
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "dagster_run.py"), semester_of(sandbox)],

@@ -31,38 +31,50 @@ FIGURES = (
 )
 
 
-def one_run(sandbox: Sandbox, db_url: str, workdir: Path, code: Path) -> dict:
+def one_run(sandbox: Sandbox, db_url: str, workdir: Path, checkout: Path) -> dict:
     schema = new_schema()
-    result = dagster_backfill(sandbox, db_url, schema, workdir, code=code)
+    result = dagster_backfill(sandbox, db_url, schema, workdir, code=checkout)
     drop_schema(db_url, schema)
+    if Path(result["checkout"]) != checkout:
+        raise RuntimeError(f"the run for {checkout} loaded {result['checkout']}'s code")
     return result
+
+
+def checkouts_of(parser: argparse.ArgumentParser, paths: list[Path]) -> list[Path]:
+    """The checkouts, refused unless each holds the project: a path without it would time
+    this checkout's code instead, which the editable install finds."""
+    checkouts = [path.resolve() for path in paths]
+    for checkout in checkouts:
+        if not (checkout / "canvas_assets" / "definitions.py").is_file():
+            parser.error(f"{checkout}: not a checkout of canvas-assets (no canvas_assets/)")
+    return checkouts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="a Dagster run's launch, checkout by checkout")
     parser.add_argument("checkouts", nargs="+", type=Path, help="the last is the baseline")
-    parser.add_argument("--size", default="small:1", help="size:scale")
+    parser.add_argument("--size", default="small", help="size, or size:scale")
     parser.add_argument("--repeat", type=int, default=8)
     args = parser.parse_args()
-    codes = [path.resolve() for path in args.checkouts]
-    size, scale = args.size.split(":")
+    checkouts = checkouts_of(parser, args.checkouts)
+    size, _, scale = args.size.partition(":")
     with (
         tempfile.TemporaryDirectory(prefix="canvas-bench-") as tmp,
         postgres(Path(tmp)) as db,
-        Sandbox(size, float(scale), 50.0, Path(tmp)) as sandbox,
+        Sandbox(size, float(scale or 1), 50.0, Path(tmp)) as sandbox,
     ):
-        for code in codes:
-            one_run(sandbox, db, Path(tmp), code)
+        for checkout in checkouts:
+            one_run(sandbox, db, Path(tmp), checkout)
         # By position: the same checkout twice shows the noise of the machine.
-        runs: list[list[dict]] = [[] for _ in codes]
+        runs: list[list[dict]] = [[] for _ in checkouts]
         for repeat in range(args.repeat):
-            turn = repeat % len(codes)
-            for at in [*range(turn, len(codes)), *range(turn)]:
-                runs[at].append(one_run(sandbox, db, Path(tmp), codes[at]))
+            turn = repeat % len(checkouts)
+            for at in [*range(turn, len(checkouts)), *range(turn)]:
+                runs[at].append(one_run(sandbox, db, Path(tmp), checkouts[at]))
     print(f"{args.size}; {args.repeat} repeats; medians")
-    for code, got in zip(codes, runs, strict=True):
+    baseline = runs[-1]
+    for checkout, got in zip(checkouts, runs, strict=True):
         figures = {key: median([r[key] for r in got]) for key in FIGURES}
-        baseline = runs[-1]
         ratio = median(
             [
                 r["to_first_request_s"] / b["to_first_request_s"]
@@ -70,7 +82,7 @@ def main() -> None:
             ]
         )
         print(
-            f"{code}: to Canvas's first request {figures['to_first_request_s']:.2f} s "
+            f"{checkout}: to Canvas's first request {figures['to_first_request_s']:.2f} s "
             f"({ratio:.2f}x the baseline's), whole run {figures['wall_s']:.2f} s, Canvas's last "
             f"answer to the run's end {figures['after_last_answer_s']:.2f} s (the backfill's "
             f"own work {figures['work_after_last_answer_s']:.2f} s), peak RSS "

@@ -13,11 +13,12 @@ from functools import lru_cache
 
 from canvas_assets.memory import cyclic_gc_paused
 
-# Loading the code location makes a few hundred thousand objects that live as long as the
-# process: modules, classes, Dagster's and pandera's registries. The cyclic collector walked all
-# of them in each full collection it ran while they were being made, and each full collection of
-# the run's own later work walked them again. So the collector waits while they load, and
-# everything loaded by then moves out of its reach (gc.freeze). BENCHMARKS.md has what it saved.
+# The code location's modules, classes and Dagster's and pandera's registries live as long as
+# the process. Left on, the cyclic collector would walk all of them in every full collection
+# it ran while they load, and again in every full collection of a run's later work. So it is
+# paused while they load, and they are frozen out of its reach (gc.freeze) before it resumes,
+# so that its first collection does not walk them either. Any cyclic garbage the imports left
+# is frozen with them, kept for the life of the process. BENCHMARKS.md has what this saved.
 with cyclic_gc_paused():
     import dagster as dg
 
@@ -42,7 +43,8 @@ with cyclic_gc_paused():
     from canvas_assets.defs.sensors.freshness import build_freshness_sensor
     from canvas_assets.defs.sensors.live_events import build_live_events_sensor, queues_followed
     from canvas_assets.settings import Settings
-gc.freeze()
+
+    gc.freeze()
 
 
 def institution_definitions(settings: Settings, namespace: Namespace, jobs: Jobs) -> dg.Definitions:

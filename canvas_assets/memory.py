@@ -5,6 +5,9 @@ sets off full collections that walk the whole heap: the semester's snapshot, and
 long-lived process earlier semesters' objects too. Rows hold no cycles and are freed by
 reference counting, so holding collections off for a bounded step only delays freeing any
 cyclic garbage made meanwhile (an exception's traceback, say) until the collector is back on.
+The other use is loading the code location (``definitions.py``), whose objects live as long
+as the process: they are frozen once loaded rather than walked by every later collection, and
+any cyclic garbage made while they load is frozen with them.
 """
 
 from __future__ import annotations

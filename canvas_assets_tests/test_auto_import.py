@@ -5,6 +5,7 @@ import sys
 
 import dagster as dg
 import pytest
+import yaml
 from psycopg import sql
 
 from canvas_assets import definitions
@@ -129,30 +130,48 @@ def test_every_job_runs_its_steps_in_the_runs_own_process() -> None:
         assert defs.resolve_job_def(job).executor_def.name == "in_process", job
 
 
-def test_dagster_loading_the_definitions_again_builds_them_once_per_settings(monkeypatch) -> None:
+def test_dagster_loading_the_definitions_again_builds_them_once_per_settings(
+    monkeypatch, tmp_path
+) -> None:
     """Without this, every one of the several loads Dagster makes in a run's process built the
-    whole code location again before the first Canvas request; and without the settings as
-    the key, a changed setting would not be seen by the next load."""
+    whole code location again before the first Canvas request; without the settings as the
+    key, a changed setting would not be seen by the next load; and settings that could not be
+    a key (a vendor's institutions) would stop the code location loading."""
     first = definitions.defs()
     assert definitions.defs() is first
     monkeypatch.setenv("CANVAS_RECONCILE_CRON", "30 4 * * *")
     changed = definitions.defs()
     assert changed is not first
     assert changed.get_schedule_def("canvas_reconciliation").cron_schedule == "30 4 * * *"
+    entry = {"name": "north", "base_url": "https://north.instructure.com",
+             "root_account_uuid": "NorthUuid0000000000000000000000000000000",
+             "token_env": "NORTH_CANVAS_TOKEN", "target_semesters": ["2026*"]}  # fmt: skip
+    institutions = tmp_path / "institutions.yaml"
+    institutions.write_text(yaml.safe_dump({"institutions": [entry]}))
+    monkeypatch.setenv("CANVAS_INSTITUTIONS_FILE", str(institutions))
+    monkeypatch.setenv("NORTH_CANVAS_TOKEN", "n")
+    vendor = definitions.defs()
+    assert definitions.defs() is vendor
+    assert vendor.resolve_assets_def(dg.AssetKey(["north", "canvas", "courses"]))
 
 
-def test_loading_the_code_location_leaves_the_collector_on_and_its_objects_frozen() -> None:
-    """Without this, the cyclic collector could be left off for the life of a code server (its
-    cyclic garbage never freed), or the objects the code location loaded for good would be
-    walked by every full collection of a run again (BENCHMARKS.md: the run's end)."""
+def test_loading_the_code_location_runs_no_full_collection_and_leaves_it_frozen() -> None:
+    """Without this, the cyclic collector would walk the code location's objects in full
+    collections while they load, and again in every full collection of a run's later work
+    (BENCHMARKS.md: a run's launch and end), or it could be left off for the life of a code
+    server."""
     probe = (
-        "import gc; import canvas_assets.definitions; "
-        "print(gc.isenabled(), gc.get_freeze_count() > len(gc.get_objects()))"
+        "import gc\n"
+        "collections = lambda: gc.get_stats()[2]['collections']\n"  # full ones
+        "before = collections()\n"
+        "import canvas_assets.definitions\n"
+        "frozen = gc.get_freeze_count() > len(gc.get_objects())\n"
+        "print(collections() - before, gc.isenabled(), frozen)"
     )
     command = [sys.executable, "-c", probe]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["True", "True"]
+    assert done.stdout.split() == ["0", "True", "True"]
 
 
 def test_reconciliation_picks_the_semesters_running_now() -> None:
